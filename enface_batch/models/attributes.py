@@ -1,0 +1,84 @@
+"""Gender and age predictors. Each takes the original image and landmarks, and crops the way it was trained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .align import chip_crop, similarity_transform
+from .session import Model
+
+try:
+    import cv2
+except ImportError:  # pragma: no cover - cv2 is a hard dependency
+    cv2 = None
+
+
+class Attributes:
+    """Interface: predict(rgb, kps[N,5,2], boxes[N,4]) -> list of {"gender": "male"|"female", "age": float, ...}."""
+
+    features: frozenset[str] = frozenset()
+
+    def predict(self, rgb: np.ndarray, kps: np.ndarray, boxes: np.ndarray) -> list[dict]:
+        raise NotImplementedError
+
+
+class CydralAgeGender(Attributes):
+    """dlib-models' Cydral predictors (CC0): dlib face chips with padding 0.2, (RGB - mean) / 256."""
+
+    features = frozenset({"gender", "age"})
+    MEAN = np.array([122.782, 117.001, 104.298], np.float32)
+
+    def __init__(self, age_model: str | Path, gender_model: str | Path, manifest: str | Path, **kw) -> None:
+        self.age = Model(str(age_model), **kw)
+        self.gender = Model(str(gender_model), **kw)
+        info = json.loads(Path(manifest).read_text())
+        self.age_weights = np.asarray(info["models"]["age"]["age_weights"], np.float32)
+        self.labels = info["models"]["gender"]["labels"]
+
+    def _batch(self, rgb: np.ndarray, kps: np.ndarray, size: int) -> np.ndarray:
+        chips = np.stack([chip_crop(rgb, k, size) for k in kps]).astype(np.float32)
+        return np.ascontiguousarray(((chips - self.MEAN) / 256.0).transpose(0, 3, 1, 2))
+
+    def predict(self, rgb: np.ndarray, kps: np.ndarray, boxes: np.ndarray) -> list[dict]:
+        if len(kps) == 0:
+            return []
+        pg = self.gender.run(self._batch(rgb, kps, 32))[0]
+        pa = self.age.run(self._batch(rgb, kps, 64))[0]
+        ages = pa @ self.age_weights
+        out = []
+        for g, a in zip(pg, ages, strict=True):
+            i = int(np.argmax(g))
+            out.append({"gender": self.labels[i], "gender_score": float(g[i]), "age": float(a)})
+        return out
+
+
+class InsightfaceGenderAge(Attributes):
+    """insightface genderage.onnx: a 96x96 crop around the box (1.5x its longest side), logits [f, m, age/100]."""
+
+    features = frozenset({"gender", "age"})
+
+    def __init__(self, model: str | Path, **kw) -> None:
+        self.model = Model(str(model), **kw)
+        self.size = int(self.model.input_shape[2]) if isinstance(self.model.input_shape[2], int) else 96
+
+    def predict(self, rgb: np.ndarray, kps: np.ndarray, boxes: np.ndarray) -> list[dict]:
+        if len(boxes) == 0:
+            return []
+        crops = []
+        for x1, y1, x2, y2 in boxes:
+            cx, cy, side = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * 1.5
+            src = np.float32([[cx - side / 2, cy - side / 2], [cx + side / 2, cy - side / 2], [cx, cy]])
+            dst = np.float32([[0, 0], [self.size, 0], [self.size / 2, self.size / 2]])
+            m = similarity_transform(src, dst)
+            crops.append(cv2.warpAffine(rgb, m, (self.size, self.size), borderValue=0))
+        x = np.ascontiguousarray(np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2))
+        pred = self.model.run(x)[0]
+        out = []
+        for p in pred:
+            i = int(np.argmax(p[:2]))
+            e = np.exp(p[:2] - p[:2].max())
+            out.append({"gender": ("female", "male")[i], "gender_score": float(e[i] / e.sum()), "age": float(p[2] * 100)})
+        return out

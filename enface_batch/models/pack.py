@@ -1,0 +1,106 @@
+"""Model packs: which detector, embedder and attribute models run, and where their files come from.
+
+"embedded" is built only from registry packages (see fetch.py). An insightface pack (buffalo_l, buffalo_s,
+antelopev2, ...) is read from a local directory: its files say what they are, as in insightface's model_zoo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from ..settings import get_settings
+from .attributes import Attributes, CydralAgeGender, InsightfaceGenderAge
+from .detector import SCRFD, Detector, RetinaFace, YuNet
+from .embedder import ArcFaceONNX, Embedder, SFace
+from .fetch import ensure_files
+
+# Candidates measured for the embedded pack (see the README's model table); the first is the default.
+EMBEDDED_DETECTORS = {
+    "yunet": (YuNet, "yunet_2023mar_int8bq.onnx"),
+    "yunet_fp32": (YuNet, "yunet_2023mar.onnx"),
+    "retinaface": (RetinaFace, "retinaface_mnet025.onnx"),
+}
+EMBEDDED_EMBEDDERS = {"sface": (SFace, "sface_2021dec.onnx")}
+CYDRAL_FILES = ("cydral_age_v1.onnx", "cydral_gender_v1.onnx", "cydral_manifest.json")
+
+
+class PackError(RuntimeError):
+    pass
+
+
+@dataclass
+class ModelPack:
+    name: str
+    detector: Detector
+    embedder: Embedder
+    attributes: Attributes | None
+    models: dict[str, str] = field(default_factory=dict)  # role -> model file, stamped on every result
+
+    @property
+    def features(self) -> frozenset[str]:
+        return self.attributes.features if self.attributes else frozenset()
+
+    @property
+    def version(self) -> str:
+        return f"{self.name}:" + ",".join(f"{k}={v}" for k, v in sorted(self.models.items()))
+
+
+def load_pack(spec: str | None = None, *, detector: str = "yunet", embedder: str = "sface",
+              threads: int | None = None) -> ModelPack:
+    s = get_settings()
+    spec = spec or s.model_pack
+    det_kw = {"max_side": s.det_max_side, "threshold": s.det_threshold, "threads": threads}
+    if spec == "embedded":
+        det_cls, det_file = EMBEDDED_DETECTORS[detector]
+        emb_cls, emb_file = EMBEDDED_EMBEDDERS[embedder]
+        paths = ensure_files([det_file, emb_file, *CYDRAL_FILES])
+        return ModelPack(
+            name="embedded",
+            detector=det_cls(str(paths[det_file]), **det_kw),
+            embedder=emb_cls(str(paths[emb_file]), threads=threads),
+            attributes=CydralAgeGender(*(paths[f] for f in CYDRAL_FILES), threads=threads),
+            models={"detector": det_file, "embedder": emb_file, "attributes": "cydral_age_gender_v1"},
+        )
+    return load_insightface_pack(Path(spec), det_kw=det_kw, threads=threads)
+
+
+def _classify(path: Path) -> str:
+    """Say what an insightface ONNX file is from its signature, as insightface's model_zoo does."""
+    m = onnx.load(str(path), load_external_data=False)
+    inp = m.graph.input[0].type.tensor_type.shape.dim
+    outs = m.graph.output
+    hw = [d.dim_value for d in inp[2:4]]
+    if len(outs) >= 6:
+        return "detector"
+    if hw == [112, 112]:
+        return "embedder"
+    last = outs[0].type.tensor_type.shape.dim[-1].dim_value
+    if last == 3:
+        return "genderage"
+    return "other"  # 2d106det, 1k3d68: landmark models we do not need
+
+
+def load_insightface_pack(root: Path, *, det_kw: dict | None = None, threads: int | None = None) -> ModelPack:
+    if not root.is_dir():
+        raise PackError(
+            f"ENFACE_MODEL_PACK={root} is neither 'embedded' nor a directory holding an insightface pack "
+            "(det_*.onnx, w600k_*.onnx, genderage.onnx). Download the pack yourself and point the setting at it."
+        )
+    found: dict[str, Path] = {}
+    for p in sorted(root.glob("*.onnx")):
+        role = _classify(p)
+        found.setdefault(role, p)
+    missing = [r for r in ("detector", "embedder") if r not in found]
+    if missing:
+        raise PackError(f"insightface pack at {root} has no {' or '.join(missing)} model (found {sorted(found)})")
+    det_kw = det_kw or {}
+    return ModelPack(
+        name=f"insightface:{root.name}",
+        detector=SCRFD(str(found["detector"]), **det_kw),
+        embedder=ArcFaceONNX(str(found["embedder"]), threads=threads),
+        attributes=InsightfaceGenderAge(str(found["genderage"]), threads=threads) if "genderage" in found else None,
+        models={k: v.name for k, v in found.items() if k != "other"},
+    )

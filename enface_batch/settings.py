@@ -1,0 +1,59 @@
+"""Settings, read from the environment (prefix ``ENFACE_``) or a ``.env`` file.
+
+One place for every knob so that errors can name the variable that fixes them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from platformdirs import user_cache_dir
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ENFACE_", env_file=".env", extra="ignore")
+
+    model_cache: Path = Field(
+        default_factory=lambda: Path(user_cache_dir("enface-batch")) / "models",
+        description="Where fetched and converted model files live (ENFACE_MODEL_CACHE).",
+    )
+    model_pack: str = Field(
+        default="embedded",
+        description="'embedded' (registry models) or a path to an insightface pack directory (ENFACE_MODEL_PACK).",
+    )
+    offline: bool = Field(
+        default=False, description="Never call a registry; use only ENFACE_MODEL_CACHE (ENFACE_OFFLINE)."
+    )
+    providers: str = Field(
+        default="auto",
+        description="onnxruntime providers: 'auto', 'cpu', 'cuda' or a comma list (ENFACE_PROVIDERS).",
+    )
+    threads: int = Field(default=0, description="onnxruntime intra-op threads, 0 = one per core (ENFACE_THREADS).")
+    batch_size: int = Field(default=32, ge=1, description="Faces per embedder/attribute batch (ENFACE_BATCH_SIZE).")
+    det_max_side: int = Field(
+        default=640, ge=160, description="Longest side, in pixels, the detector sees (ENFACE_DET_MAX_SIDE)."
+    )
+    decode_max_side: int = Field(
+        default=2048,
+        ge=320,
+        description="Large JPEGs are decoded at reduced size down to this longest side (ENFACE_DECODE_MAX_SIDE).",
+    )
+    det_threshold: float = Field(default=0.6, ge=0.05, le=0.99, description="Detector score threshold.")
+    max_image_pixels: int = Field(
+        default=200_000_000, description="Decompression-bomb limit in pixels (ENFACE_MAX_IMAGE_PIXELS)."
+    )
+    max_file_bytes: int = Field(
+        default=200 * 1024 * 1024, description="Files larger than this are refused (ENFACE_MAX_FILE_BYTES)."
+    )
+    test_data: Path = Field(
+        default=Path(__file__).resolve().parents[1].parent / "shared" / "data",
+        description="Real labelled face data for tests and benchmarks (ENFACE_TEST_DATA).",
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
