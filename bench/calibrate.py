@@ -37,7 +37,7 @@ def fold_of_images(pairs) -> dict[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", action="store_true", help="write enface_batch/data/calibration.json")
-    ap.add_argument("--detector", default="yunet")
+    ap.add_argument("--detector", default="yunet+retinaface")
     args = ap.parse_args()
     pairs, emb, pack = lfw_embeddings(detector=args.detector)
     identity = {k: Path(k).parent.name for k in emb}
@@ -54,8 +54,9 @@ def main() -> None:
     imp_test, gen_test = impostor_similarities(test, identity), genuine_similarities(test, identity)
     # 5-fold LFW accuracy on the official pairs (a missed face counts as similarity -1, i.e. a wrong answer
     # for a same pair).
-    sims = np.array([float(emb[p.a] @ emb[p.b]) if emb[p.a] is not None and emb[p.b] is not None else -1.0
-                     for p in pairs])
+    sims = np.array(
+        [float(emb[p.a] @ emb[p.b]) if emb[p.a] is not None and emb[p.b] is not None else -1.0 for p in pairs]
+    )
     same = np.array([p.same for p in pairs])
     fold_ix = np.array([p.fold for p in pairs])
     per_fold = verification_folds(sims, same, fold_ix)
@@ -63,10 +64,14 @@ def main() -> None:
     no_face = sum(v is None for v in emb.values())
     print(f"model pack: {pack.version}")
     print(f"lfw_dev images: {len(emb)}, no face found: {no_face}; identity overlap between folds: {overlap}")
-    print(f"LFW 5-fold accuracy: {np.mean(accs) * 100:.2f}% +- {np.std(accs) * 100:.2f} "
-          f"(folds: {', '.join(f'{a * 100:.2f}' for a in accs)}); thresholds {[round(t, 3) for t, _ in per_fold]}")
-    print(f"calibration folds {sorted(CAL_FOLDS)}: {len(imp_cal):,} impostor pairs; "
-          f"held-out folds {sorted(TEST_FOLDS)}: {len(imp_test):,} impostor, {len(gen_test):,} genuine pairs")
+    print(
+        f"LFW 5-fold accuracy: {np.mean(accs) * 100:.2f}% +- {np.std(accs) * 100:.2f} "
+        f"(folds: {', '.join(f'{a * 100:.2f}' for a in accs)}); thresholds {[round(t, 3) for t, _ in per_fold]}"
+    )
+    print(
+        f"calibration folds {sorted(CAL_FOLDS)}: {len(imp_cal):,} impostor pairs; "
+        f"held-out folds {sorted(TEST_FOLDS)}: {len(imp_test):,} impostor, {len(gen_test):,} genuine pairs"
+    )
     print("| score | cosine | target FMR (fit) | FMR held out | TMR held out |")
     print("|---|---|---|---|---|")
     fmr_out = {}

@@ -17,7 +17,7 @@ from enface_batch.models import load_pack  # noqa: E402
 from enface_batch.settings import get_settings  # noqa: E402
 
 
-def lfw_embeddings(detector: str = "yunet", embedder: str = "sface", pack: str | None = None):
+def lfw_embeddings(detector: str = "yunet+retinaface", embedder: str = "sface", pack: str | None = None):
     """Returns (pairs, {path: embedding or None}); images with no face fall back to None (counted a miss)."""
     root = Path(get_settings().test_data) / "lfw_dev"
     pairs = lfw_pairs(root)

@@ -113,8 +113,9 @@ class Analyzer:
             kps_local.append(det.kps[i])
         return faces, kps_local
 
-    def analyze_images(self, images: list[imaging.DecodedImage], *, features: Iterable[str] = (),
-                       multi: bool = True) -> list[ImageResult]:
+    def analyze_images(
+        self, images: list[imaging.DecodedImage], *, features: Iterable[str] = (), multi: bool = True
+    ) -> list[ImageResult]:
         """Analyse already decoded images; faces of all images share embedder batches."""
         features = check_features(features, self.pack)
         results, pending = [], []
@@ -125,8 +126,15 @@ class Analyzer:
                 preds = self.pack.attributes.predict(img.rgb, np.stack(kps), np.stack([f.bbox for f in faces]))
                 for f, p in zip(faces, preds, strict=True):
                     f.features = {k: v for k, v in p.items() if k.split("_")[0] in features}
-            res = ImageResult(img.uri, faces, img.width, img.height, img.size_bytes, img.format,
-                              spent_ms=(time.perf_counter() - t0) * 1000)
+            res = ImageResult(
+                img.uri,
+                faces,
+                img.width,
+                img.height,
+                img.size_bytes,
+                img.format,
+                spent_ms=(time.perf_counter() - t0) * 1000,
+            )
             results.append(res)
             pending.extend((res, f) for f in faces)
         t0 = time.perf_counter()
@@ -140,8 +148,15 @@ class Analyzer:
             res.spent_ms += share
         return results
 
-    def analyze_uris(self, uris: Iterable[str], *, features: Iterable[str] = (), multi: bool = True,
-                     images_per_batch: int = 8, prefetch_threads: int = 2) -> Iterator[ImageResult]:
+    def analyze_uris(
+        self,
+        uris: Iterable[str],
+        *,
+        features: Iterable[str] = (),
+        multi: bool = True,
+        images_per_batch: int = 8,
+        prefetch_threads: int = 2,
+    ) -> Iterator[ImageResult]:
         """Decode ahead on threads while the models work; yield one result per URI, errors included, in order."""
         features = check_features(features, self.pack)
 

@@ -138,8 +138,12 @@ def detection_scores(analyzer: Analyzer, root: Path, *, min_iou: float = 0.3) ->
         m = iou(g, d) if len(d) else np.zeros((len(g), 0))
         if len(d):
             gc = np.stack([(g[:, 0] + g[:, 2]) / 2, (g[:, 1] + g[:, 3]) / 2], 1)
-            inside = ((gc[:, None, 0] >= d[None, :, 0]) & (gc[:, None, 0] <= d[None, :, 2])
-                      & (gc[:, None, 1] >= d[None, :, 1]) & (gc[:, None, 1] <= d[None, :, 3]))
+            inside = (
+                (gc[:, None, 0] >= d[None, :, 0])
+                & (gc[:, None, 0] <= d[None, :, 2])
+                & (gc[:, None, 1] >= d[None, :, 1])
+                & (gc[:, None, 1] <= d[None, :, 3])
+            )
             m = np.where(inside & (m > 0.1), np.maximum(m, min_iou), m)
         used = set()
         for i in np.argsort(-m.max(1) if m.size else np.zeros(len(g))):

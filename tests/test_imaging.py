@@ -275,6 +275,7 @@ def test_text_file_named_jpg(tmp_path):
     assert "not an image Pillow can read" in str(err)
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
 @pytest.mark.parametrize(
     ("name", "kw"),
     [
@@ -337,9 +338,15 @@ def test_max_image_pixels_setting(tmp_path, photo, env):
     assert err.reason == "too_large" and "ENFACE_MAX_IMAGE_PIXELS" in str(err)
     env("ENFACE_MAX_IMAGE_PIXELS", W * H)
     assert load(str(path)).rgb.shape == (H, W, 3)
-    # Above Pillow's own global limit (~179 Mpx would raise there): only our setting decides.
+
+
+def test_pillow_global_limit_does_not_override_setting(tmp_path, env):
+    # 200 Mpx is over Pillow's built-in hard limit (~179 Mpx) but under the configured one, so the file
+    # must get as far as decoding, where its missing pixel data shows it is truncated.
     env("ENFACE_MAX_IMAGE_PIXELS", 300_000_000)
-    assert get_settings().max_image_pixels == 300_000_000
+    path = tmp_path / "big.png"
+    path.write_bytes(_png_header_claiming(20_000, 10_000))
+    assert _reason(path).reason == "truncated"
 
 
 def test_max_file_bytes_setting(tmp_path, photo, env, memfs):
@@ -348,11 +355,12 @@ def test_max_file_bytes_setting(tmp_path, photo, env, memfs):
     env("ENFACE_MAX_FILE_BYTES", size - 1)
     err = _reason(path)
     assert err.reason == "too_large" and "ENFACE_MAX_FILE_BYTES" in str(err)
+    assert f"{size:,} bytes" in str(err)  # the size came from stat, not from reading the file
     fs, root = memfs
     fs.pipe(f"{root}/a.jpg", path.read_bytes())
     with pytest.raises(ImageError) as info:
         read_bytes(f"memory://{root}/a.jpg")
-    assert info.value.reason == "too_large"
+    assert info.value.reason == "too_large" and f"{size:,} bytes" in str(info.value)
     env("ENFACE_MAX_FILE_BYTES", size)
     assert len(read_bytes(str(path))) == size
 

@@ -68,4 +68,4 @@ def rotated_box(box: np.ndarray, kps: np.ndarray) -> list[list[float]]:
     c, s = np.cos(angle), np.sin(angle)
     cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
     corners = [(-hw, -hh), (hw, -hh), (hw, hh), (-hw, hh)]
-    return [[cx + dx * c - dy * s, cy + dx * s + dy * c] for dx, dy in corners]
+    return [[float(cx + dx * c - dy * s), float(cy + dx * s + dy * c)] for dx, dy in corners]

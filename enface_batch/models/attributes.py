@@ -80,5 +80,7 @@ class InsightfaceGenderAge(Attributes):
         for p in pred:
             i = int(np.argmax(p[:2]))
             e = np.exp(p[:2] - p[:2].max())
-            out.append({"gender": ("female", "male")[i], "gender_score": float(e[i] / e.sum()), "age": float(p[2] * 100)})
+            out.append(
+                {"gender": ("female", "male")[i], "gender_score": float(e[i] / e.sum()), "age": float(p[2] * 100)}
+            )
         return out

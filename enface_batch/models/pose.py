@@ -2,8 +2,8 @@
 
 No model: the field notes measured this geometry against 3DDFA_V2 at 0.96 correlation and 2.9 deg mean error for
 |yaw| <= 40, and 98.8 % agreement on the ">30 deg" decision that `new_person_yaw_max` needs. It saturates
-near profile, where any 5-point detector is unreliable anyway. Sign: yaw < 0 when the face turns toward
-image-left; pitch > 0 when the face looks up; roll > 0 when the eye line slopes down to image-right.
+near profile, where any 5-point detector is unreliable anyway. Signs: yaw > 0 when the nose points toward
+image-left, pitch > 0 when the face looks up, roll > 0 when the eye line slopes down toward image-right.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import numpy as np
 
 # The nose tip of a frontal face sits ~0.55 eye-distances "deep"; its sideways offset is sin(yaw) of that.
 _NOSE_DEPTH = 0.55
-# Frontal faces put the nose ~45 % of the way from the eye line to the mouth line (ArcFace template: 0.49).
-_NOSE_FRONTAL = 0.49
+# Where the nose tip sits between the eye line (0) and the mouth line (1) on a level face: the median over
+# 300 lfw_dev faces with YuNet landmarks is 0.56 (10th-90th percentile 0.51-0.61).
+_NOSE_FRONTAL = 0.56
 
 
 def pose_from_landmarks(kps: np.ndarray) -> tuple[float, float, float]:

@@ -1,0 +1,1 @@
+"""Table schemas and the only code that writes table files."""

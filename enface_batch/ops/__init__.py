@@ -1,0 +1,1 @@
+"""The Enface operations as functions; the CLI, flows and endpoint only call these."""
