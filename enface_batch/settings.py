@@ -13,6 +13,15 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def _default_test_data() -> Path:
+    """../shared/data beside the checkout (or beside the current directory)."""
+    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
+        cand = base.parent / "shared" / "data"
+        if cand.is_dir():
+            return cand
+    return Path.cwd().parent / "shared" / "data"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ENFACE_", env_file=".env", extra="ignore")
 
@@ -32,7 +41,7 @@ class Settings(BaseSettings):
         description="onnxruntime providers: 'auto', 'cpu', 'cuda' or a comma list (ENFACE_PROVIDERS).",
     )
     threads: int = Field(default=0, description="onnxruntime intra-op threads, 0 = one per core (ENFACE_THREADS).")
-    batch_size: int = Field(default=32, ge=1, description="Faces per embedder/attribute batch (ENFACE_BATCH_SIZE).")
+    batch_size: int = Field(default=8, ge=1, description="Faces per embedder/attribute batch (ENFACE_BATCH_SIZE).")
     det_max_side: int = Field(
         default=640, ge=160, description="Longest side, in pixels, the detector sees (ENFACE_DET_MAX_SIDE)."
     )
@@ -49,7 +58,7 @@ class Settings(BaseSettings):
         default=200 * 1024 * 1024, description="Files larger than this are refused (ENFACE_MAX_FILE_BYTES)."
     )
     test_data: Path = Field(
-        default=Path(__file__).resolve().parents[1].parent / "shared" / "data",
+        default_factory=lambda: _default_test_data(),
         description="Real labelled face data for tests and benchmarks (ENFACE_TEST_DATA).",
     )
 

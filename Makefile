@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` (set up + run the main job) and `make test` (set up + tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench accuracy clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,s3]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+	$(BIN)/enface models fetch
+
+demo: setup
+	$(BIN)/enface detect "$$($(BIN)/enface models demo)" --multi --features gender,age --bbox
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/python bench/detect_throughput.py
+
+accuracy: setup
+	$(BIN)/python bench/accuracy.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
