@@ -188,6 +188,37 @@ def test_scrfd_decode_matches_hand_computed_anchors(pack):
     assert len(det.decode([d[s] for d in (scores, boxes, kps) for s in (8, 16, 32)], h, w)) == 0
 
 
+def test_inputs_and_outputs_are_converted_as_insightface_does(pack, pack_dir, tmp_path):
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    np.testing.assert_allclose(pack.detector.preprocess(rgb)[0], (rgb.transpose(2, 0, 1) - 127.5) / 128, atol=1e-6)
+
+    # The recognition stand-in is linear: replay it in numpy on (x - 127.5) / 127.5, RGB, NCHW.
+    crops = rng.integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    w = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(pack_dir / "w600k_r50.onnx")).graph.initializer}
+    x = ((crops.astype(np.float64) - 127.5) / 127.5).transpose(0, 3, 1, 2).reshape(3, 3, 14, 8, 14, 8)
+    want = x.mean((3, 5)).reshape(3, -1) @ w["W"] + w["B"]
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(pack.embedder.embed(crops), want, atol=1e-5)
+    assert pack.embedder.embed(crops[:0]).shape == (0, 512)
+
+    # A genderage stand-in that returns the crop's mean R, G, B: [female logit, male logit, age / 100].
+    mean = helper.make_node("ReduceMean", ["data"], ["fc1"], axes=[2, 3], keepdims=0)
+    ga = InsightfaceGenderAge(
+        _save(tmp_path / "ga.onnx", [mean], [_vi("data", ["None", 3, 96, 96])], [_vi("fc1", ["None", 3])], {}),
+        threads=1,
+    )
+    img = np.zeros((300, 400, 3), np.uint8)
+    img[30:180, 20:170] = (10, 200, 50)  # 150 px square = 1.5 x the 100 px box below; black elsewhere
+    img[100:280, 200:380] = (200, 10, 30)  # 180 px = 1.5 x the 120 px box
+    boxes = np.float32([[45, 55, 145, 155], [230, 130, 350, 250]])
+    got = ga.predict(img, np.zeros((2, 5, 2), np.float32), boxes)
+    assert [g["gender"] for g in got] == ["male", "female"]
+    np.testing.assert_allclose([g["age"] for g in got], [5000, 3000], rtol=1e-4)
+    np.testing.assert_allclose([g["gender_score"] for g in got], [1, 1], rtol=1e-6)
+    assert ga.predict(img, np.zeros((0, 5, 2)), np.zeros((0, 4))) == []
+
+
 @pytest.mark.parametrize(("width", "height"), [(300, 200), (640, 480), (1280, 960), (1000, 700)])
 def test_scrfd_detect_maps_back_to_input_pixels(pack, width, height):
     rgb = np.random.default_rng(width).integers(0, 256, (height, width, 3), dtype=np.uint8)
