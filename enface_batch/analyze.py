@@ -83,7 +83,7 @@ class Analyzer:
         self.batch_size = batch_size or s.batch_size
         self.decode_max_side = decode_max_side or s.decode_max_side
 
-    def _faces_of(self, img: imaging.DecodedImage, multi: bool) -> tuple[list[Face], list[np.ndarray]]:
+    def _faces_of(self, img: imaging.DecodedImage, multi: bool) -> tuple[list[Face], list[tuple]]:
         det = self.pack.detector.detect(img.rgb)
         if not len(det):
             return [], []
@@ -91,7 +91,8 @@ class Analyzer:
         order = np.argsort(-area, kind="stable")
         if not multi:
             order = order[:1]
-        faces, kps_local = [], []
+        # Attribute models crop from the decoded (possibly reduced) array, so they get its coordinates.
+        faces, local = [], []
         for rank, i in enumerate(order):
             box, kps = det.boxes[i] * img.scale, det.kps[i] * img.scale
             yaw, pitch, roll = pose_from_landmarks(kps)
@@ -110,8 +111,8 @@ class Analyzer:
                     thumb=arcface_crop(img.rgb, det.kps[i]),
                 )
             )
-            kps_local.append(det.kps[i])
-        return faces, kps_local
+            local.append((det.kps[i], det.boxes[i]))
+        return faces, local
 
     def analyze_images(
         self, images: list[imaging.DecodedImage], *, features: Iterable[str] = (), multi: bool = True
@@ -121,9 +122,10 @@ class Analyzer:
         results, pending = [], []
         for img in images:
             t0 = time.perf_counter()
-            faces, kps = self._faces_of(img, multi)
+            faces, local = self._faces_of(img, multi)
             if faces and features:
-                preds = self.pack.attributes.predict(img.rgb, np.stack(kps), np.stack([f.bbox for f in faces]))
+                kps, boxes = (np.stack(x) for x in zip(*local, strict=True))
+                preds = self.pack.attributes.predict(img.rgb, kps, boxes)
                 for f, p in zip(faces, preds, strict=True):
                     f.features = {k: v for k, v in p.items() if k.split("_")[0] in features}
             res = ImageResult(

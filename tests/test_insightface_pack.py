@@ -172,7 +172,11 @@ def test_scrfd_decode_matches_hand_computed_anchors(pack):
     kps[16][32] = [0.5, -0.5, 1, 0, 0, 0.25, -1, 1, 2, 2]
     # stride 32, row 1, column 1, anchor 1 -> index (1*3+1)*2+1 = 9; centre (32, 32)
     scores[32][9], boxes[32][9], kps[32][9] = 0.7, [0.5, 0.5, 0.25, 1], np.arange(10) / 10
-    out = det.decode([d[s] for d in (scores, boxes, kps) for s in (8, 16, 32)], h, w)
+
+    def decode():  # outputs in the file order: scores, then boxes, then keypoints, each for strides 8/16/32
+        return det.decode([d[s] for d in (scores, boxes, kps) for s in (8, 16, 32)], h, w)
+
+    out = decode()
     np.testing.assert_allclose(out.scores, [0.9, 0.7], rtol=1e-6)
     np.testing.assert_allclose(out.boxes, [[48, 0, 112, 96], [16, 16, 40, 64]])
     np.testing.assert_allclose(
@@ -183,9 +187,8 @@ def test_scrfd_decode_matches_hand_computed_anchors(pack):
         ],
         rtol=1e-6,
     )
-    assert len(det.decode([d[s] for d in (scores, boxes, kps) for s in (8, 16, 32)], h, w)) == 2
     scores[16][32] = scores[32][9] = 0.49  # under the threshold: nothing
-    assert len(det.decode([d[s] for d in (scores, boxes, kps) for s in (8, 16, 32)], h, w)) == 0
+    assert len(decode()) == 0
 
 
 def test_inputs_and_outputs_are_converted_as_insightface_does(pack, pack_dir, tmp_path):
@@ -231,6 +234,7 @@ def test_scrfd_detect_maps_back_to_input_pixels(pack, width, height):
     np.testing.assert_allclose(det.kps[0], HOT_KPS * back, rtol=1e-5)
     if width == 1280:  # fitted to 640x480: everything doubles
         np.testing.assert_allclose(det.boxes[0], [224, 64, 416, 352], rtol=1e-6)
+        np.testing.assert_allclose(det.kps[0, 0], [280, 160], rtol=1e-6)
 
 
 def test_analyzer_runs_an_insightface_pack_end_to_end(pack, test_data):
@@ -253,11 +257,6 @@ def test_analyzer_runs_an_insightface_pack_end_to_end(pack, test_data):
     assert not np.allclose(embs[0], embs[1]), "different photos, different crops, different embeddings"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="analyze.py passes original-pixel boxes (Face.bbox) with the decoded, reduced image to "
-    "attributes.predict; InsightfaceGenderAge crops by box, so large JPEGs get the wrong crop",
-)
 def test_genderage_sees_the_face_on_reduced_decodes(pack, test_data):
     uri = str(test_data / EXAMPLES / "obama-1080p.jpg")
     img = imaging.load(uri, max_side=320)

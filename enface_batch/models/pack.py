@@ -80,18 +80,25 @@ def load_pack(
 
 def _classify(path: Path) -> str:
     """Say what an insightface ONNX file is from its signature, as insightface's model_zoo does."""
-    m = onnx.load(str(path), load_external_data=False)
-    inp = m.graph.input[0].type.tensor_type.shape.dim
-    outs = m.graph.output
-    hw = [d.dim_value for d in inp[2:4]]
-    if len(outs) >= 6:
-        return "detector"
-    if hw == [112, 112]:
-        return "embedder"
-    last = outs[0].type.tensor_type.shape.dim[-1].dim_value
-    if last == 3:
-        return "genderage"
-    return "other"  # 2d106det, 1k3d68: landmark models we do not need
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+        inp = m.graph.input[0].type.tensor_type.shape.dim
+        outs = m.graph.output
+        if len(outs) >= 6:
+            if len(outs) != 9:
+                raise PackError(
+                    f"{path.name}: a detector with {len(outs)} outputs; only SCRFD with 5 keypoints "
+                    "(9 outputs: 3 strides x score, box, keypoints) is supported"
+                )
+            return "detector"
+        if [d.dim_value for d in inp[2:4]] == [112, 112]:
+            return "embedder"
+        last = outs[0].type.tensor_type.shape.dim[-1].dim_value
+    except PackError:
+        raise
+    except Exception as exc:  # protobuf DecodeError for non-ONNX files, IndexError for shapeless outputs
+        raise PackError(f"{path} is not an ONNX model this loader understands: {exc}") from exc
+    return "genderage" if last == 3 else "other"  # 2d106det, 1k3d68: landmark models we do not need
 
 
 def load_insightface_pack(root: Path, *, det_kw: dict | None = None, threads: int | None = None) -> ModelPack:
