@@ -14,7 +14,7 @@ import numpy as np
 
 from . import imaging
 from .models import ModelPack
-from .models.align import arcface_crop, rotated_box
+from .models.align import arcface_crop, face_crop, rotated_box
 from .models.pose import pose_from_landmarks
 from .settings import get_settings
 
@@ -38,6 +38,7 @@ class Face:
     roll: float
     embedding: np.ndarray  # float32, unit length
     thumb: np.ndarray  # 112x112x3 uint8 RGB, the aligned crop the embedder saw
+    crop: np.ndarray | None = None  # the face box with a margin, upright, at most 224 px: the person's image
     features: dict = field(default_factory=dict)  # e.g. {"gender": "male", "gender_score": .97, "age": 31.2}
 
     @property
@@ -53,6 +54,7 @@ class ImageResult:
     height: int = 0
     size_bytes: int = 0
     format: str = ""
+    sha256: str = ""  # content hash of the file ("" when it could not be read)
     error: str | None = None  # human-readable, names the file
     reason: str | None = None  # short code from imaging.ImageError
     spent_ms: float = 0.0
@@ -109,6 +111,7 @@ class Analyzer:
                     roll=round(roll, 1),
                     embedding=np.zeros(0, np.float32),
                     thumb=arcface_crop(img.rgb, det.kps[i]),
+                    crop=face_crop(img.rgb, det.boxes[i]),
                 )
             )
             local.append((det.kps[i], det.boxes[i]))
@@ -167,7 +170,13 @@ class Analyzer:
             try:
                 return imaging.load(uri, max_side=self.decode_max_side)
             except imaging.ImageError as exc:
-                return ImageResult(uri, error=str(exc), reason=exc.reason, spent_ms=(time.perf_counter() - t0) * 1000)
+                return ImageResult(
+                    uri,
+                    sha256=exc.sha256,
+                    error=str(exc),
+                    reason=exc.reason,
+                    spent_ms=(time.perf_counter() - t0) * 1000,
+                )
 
         with ThreadPoolExecutor(max_workers=prefetch_threads, thread_name_prefix="decode") as pool:
             window: list = []

@@ -7,6 +7,7 @@ record the bad file and carry on instead of dying on a raw Pillow exception.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import os
 from collections.abc import Iterable, Iterator
@@ -65,6 +66,7 @@ class ImageError(Exception):
         self.uri = uri
         self.reason = reason
         self.message = message
+        self.sha256 = ""  # of the bytes, when they could be read
 
     def __str__(self) -> str:
         return self.message
@@ -83,6 +85,7 @@ class DecodedImage:
     height: int
     size_bytes: int
     format: str
+    sha256: str = ""  # of the file's bytes: the image's identity, whatever its name
 
 
 def _is_local(uri: str) -> bool:
@@ -201,6 +204,18 @@ def _stretch(a: np.ndarray) -> np.ndarray:
 
 
 def decode(data: bytes, uri: str = "<bytes>", *, max_side: int | None = None) -> DecodedImage:
+    """Decode ``data`` (see :func:`_decode`) and stamp the result, or the error, with the bytes' sha256."""
+    digest = hashlib.sha256(data).hexdigest() if data else ""
+    try:
+        img = _decode(data, uri, max_side=max_side)
+    except ImageError as exc:
+        exc.sha256 = digest
+        raise
+    img.sha256 = digest
+    return img
+
+
+def _decode(data: bytes, uri: str, *, max_side: int | None) -> DecodedImage:
     """Decode ``data`` to an upright RGB array, optionally reduced so its longest side is about ``max_side``.
 
     JPEGs are reduced inside libjpeg (1/2, 1/4, 1/8) and so may come back up to twice ``max_side``; other

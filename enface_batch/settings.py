@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(
         default=200 * 1024 * 1024, description="Files larger than this are refused (ENFACE_MAX_FILE_BYTES)."
     )
+    lake: str = Field(
+        default="enface-lake",
+        description="Where the tables live: a folder or a URI such as s3://bucket/prefix (ENFACE_LAKE).",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint for s3:// lakes and archives, e.g. MinIO (ENFACE_S3_ENDPOINT_URL; "
+        "AWS_ENDPOINT_URL is also honoured).",
+    )
     test_data: Path = Field(
         default_factory=lambda: _default_test_data(),
         description="Real labelled face data for tests and benchmarks (ENFACE_TEST_DATA).",

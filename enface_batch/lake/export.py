@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..analyze import ImageResult
-from .schemas import FACES, IMAGES
+from .schemas import FACES_EXPORT as FACES
+from .schemas import IMAGES_EXPORT as IMAGES
 
 
 def images_path(out: str) -> str:

@@ -1,4 +1,5 @@
-"""Arrow schemas of the tables, with their version. Embeddings are float32 lists."""
+"""Arrow schemas of every table, with their version. Embeddings are float32 lists (Delta has no fixed-size
+lists); timestamps are UTC microseconds; lists of uuids are list<string>."""
 
 from __future__ import annotations
 
@@ -6,34 +7,46 @@ import pyarrow as pa
 
 SCHEMA_VERSION = 1
 
+DEFAULT_LIST_ID = "13814001-1dd2-11b2-b619-5502c27ed19c"  # the seed's default person list
+# Fixed ids for the default group and source, so every lake agrees on them.
+DEFAULT_GROUP_ID = "13814001-1dd2-11b2-b619-5502c27ed19d"
+DEFAULT_SOURCE_ID = "13814001-1dd2-11b2-b619-5502c27ed19e"
+
+ts = pa.timestamp("us", tz="UTC")
+floats = pa.list_(pa.float32())
+strings = pa.list_(pa.string())
 point = pa.list_(pa.float32(), 2)
 
-FACES = pa.schema(
-    [
-        ("image", pa.string()),  # the path or URI as given
-        ("face_index", pa.int32()),  # 0 = largest face of the image
-        ("bbox", pa.list_(pa.float32(), 4)),  # x1, y1, x2, y2 in original-image pixels
-        ("bbox_pro", pa.list_(point, 4)),
-        ("det_score", pa.float32()),
-        ("landmarks", pa.list_(point, 5)),
-        ("square", pa.float32()),
-        ("yaw", pa.float32()),
-        ("pitch", pa.float32()),
-        ("roll", pa.float32()),
-        ("embedding", pa.list_(pa.float32())),
-        ("gender", pa.string()),
-        ("gender_score", pa.float32()),
-        ("age", pa.float32()),
-        ("model", pa.string()),  # model pack version that produced the row
-    ],
-    metadata={"enface_schema_version": str(SCHEMA_VERSION), "table": "faces"},
-)
 
-IMAGES = pa.schema(
+def _schema(name: str, fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
+    return pa.schema(fields, metadata={"enface_schema_version": str(SCHEMA_VERSION), "table": name})
+
+
+# The face columns `enface detect` produces; shared by the faces table and the --out export.
+FACE_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("face_index", pa.int32()),  # 0 = largest face of the image
+    ("bbox", pa.list_(pa.float32(), 4)),  # x1, y1, x2, y2 in original-image pixels
+    ("bbox_pro", pa.list_(point, 4)),
+    ("det_score", pa.float32()),
+    ("landmarks", pa.list_(point, 5)),
+    ("square", pa.float32()),
+    ("yaw", pa.float32()),
+    ("pitch", pa.float32()),
+    ("roll", pa.float32()),
+    ("embedding", floats),
+    ("gender", pa.string()),
+    ("gender_score", pa.float32()),
+    ("age", pa.float32()),
+]
+
+# `enface detect --out F.parquet`: plain Parquet, not the lake.
+FACES_EXPORT = _schema("faces_export", [("image", pa.string()), *FACE_COLUMNS, ("model", pa.string())])
+IMAGES_EXPORT = _schema(
+    "images_export",
     [
         ("image", pa.string()),
         ("status", pa.string()),  # faces | no_faces | error
-        ("reason", pa.string()),  # error code (empty, not_an_image, corrupt, truncated, too_large, unreadable)
+        ("reason", pa.string()),  # empty, not_an_image, corrupt, truncated, too_large, unreadable
         ("message", pa.string()),
         ("faces", pa.int32()),
         ("width", pa.int32()),
@@ -42,5 +55,123 @@ IMAGES = pa.schema(
         ("format", pa.string()),
         ("spent_ms", pa.float32()),
     ],
-    metadata={"enface_schema_version": str(SCHEMA_VERSION), "table": "images"},
 )
+
+TABLES: dict[str, pa.Schema] = {
+    "person_lists": _schema(
+        "person_lists",
+        [("list_id", pa.string()), ("name", pa.string()), ("created", ts)],
+    ),
+    "source_groups": _schema(
+        "source_groups",
+        [("group_id", pa.string()), ("name", pa.string()), ("person_list_search", strings), ("created", ts)],
+    ),
+    "sources": _schema(
+        "sources",
+        [
+            ("source_id", pa.string()),
+            ("group_id", pa.string()),
+            ("name", pa.string()),
+            ("uri", pa.string()),  # archive location: folder, s3://bucket/prefix, any fsspec URI
+            ("new_person_threshold", pa.string()),  # 80 85 90 95 no_match never
+            ("new_person_square_min", pa.int32()),  # 50 112 224
+            ("new_person_angle_max", pa.int32()),  # 5..80 (the action's new_person_yaw_max)
+            ("person_list_add", strings),
+            ("feature_check", strings),
+            ("created", ts),
+        ],
+    ),
+    "persons": _schema(
+        "persons",
+        [
+            ("person_id", pa.string()),
+            ("list_id", pa.string()),
+            ("created", ts),
+            ("updated", ts),
+            ("source_id", pa.string()),
+            ("group_id", pa.string()),
+            ("status", pa.string()),  # init
+            ("fields", strings),
+            ("features", pa.string()),  # JSON object: {"gender": ..., "age": ...}
+            ("yaw", pa.float32()),
+            ("square", pa.float32()),
+            ("bbox", pa.list_(pa.float32(), 4)),
+            ("embedding", floats),
+            ("image", pa.binary()),  # JPEG of the face region; null after drop_image
+            ("thumb", pa.binary()),  # 112x112 aligned JPEG; null after drop_image
+            ("image_uri", pa.string()),  # where the face came from; null after drop_image
+            ("image_sha256", pa.string()),
+            ("face_index", pa.int32()),
+            ("action_id", pa.string()),  # the action that created it (null for person create)
+            ("model", pa.string()),
+        ],
+    ),
+    "images": _schema(
+        "images",
+        [
+            ("image_sha256", pa.string()),  # content hash: a renamed copy is the same image
+            ("uri", pa.string()),
+            ("source_id", pa.string()),
+            ("size_bytes", pa.int64()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("format", pa.string()),
+            ("status", pa.string()),  # faces | no_faces | error
+            ("reason", pa.string()),
+            ("message", pa.string()),
+            ("faces", pa.int32()),
+            ("run_id", pa.string()),
+            ("scanned", ts),
+            ("model", pa.string()),
+        ],
+    ),
+    "faces": _schema(
+        "faces",
+        [
+            ("image_sha256", pa.string()),
+            ("uri", pa.string()),
+            ("source_id", pa.string()),
+            *FACE_COLUMNS,
+            ("run_id", pa.string()),
+            ("model", pa.string()),
+        ],
+    ),
+    "actions": _schema(
+        "actions",
+        [
+            ("action_id", pa.string()),
+            ("run_id", pa.string()),
+            ("created", ts),
+            ("source_id", pa.string()),
+            ("group_id", pa.string()),
+            ("image_sha256", pa.string()),
+            ("image_uri", pa.string()),  # null with drop_image
+            ("face_index", pa.int32()),
+            ("bbox", pa.list_(pa.float32(), 4)),
+            ("square", pa.float32()),
+            ("yaw", pa.float32()),
+            (
+                "matches",
+                pa.list_(pa.struct([("person_id", pa.string()), ("list_id", pa.string()), ("score", pa.float32())])),
+            ),
+            ("persons_created", strings),
+            ("decision", pa.string()),  # matched | created | never | below_square | above_yaw | no_add_list
+            ("rules", pa.string()),  # JSON: the effective threshold, square, yaw, lists and where each came from
+            ("spent_ms", pa.float32()),
+        ],
+    ),
+    "users": _schema(
+        "users",
+        [("user_id", pa.string()), ("email", pa.string()), ("password_hash", pa.string()), ("created", ts)],
+    ),
+    "tokens": _schema(
+        "tokens",
+        [
+            ("token_id", pa.string()),
+            ("user_id", pa.string()),
+            ("token_hash", pa.string()),
+            ("created", ts),
+            ("expires", ts),  # null = never
+        ],
+    ),
+}

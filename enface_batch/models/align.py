@@ -69,3 +69,19 @@ def rotated_box(box: np.ndarray, kps: np.ndarray) -> list[list[float]]:
     cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
     corners = [(-hw, -hh), (hw, -hh), (hw, hh), (-hw, hh)]
     return [[float(cx + dx * c - dy * s), float(cy + dx * s + dy * c)] for dx, dy in corners]
+
+
+def face_crop(rgb: np.ndarray, box: np.ndarray, *, margin: float = 0.25, max_side: int = 224) -> np.ndarray:
+    """The face box widened by `margin` on each side (clipped to the image), scaled down to at most max_side."""
+    h, w = rgb.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+    left, top = max(0, int(x1 - mx)), max(0, int(y1 - my))
+    right, bottom = min(w, int(np.ceil(x2 + mx))), min(h, int(np.ceil(y2 + my)))
+    crop = rgb[top : max(bottom, top + 1), left : max(right, left + 1)]
+    f = max_side / max(crop.shape[:2])
+    if f < 1:
+        crop = cv2.resize(
+            crop, (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f))), interpolation=cv2.INTER_AREA
+        )
+    return np.ascontiguousarray(crop)

@@ -1,0 +1,403 @@
+"""A FAISS index over one person list: who in the list looks most like this face?
+
+The index is a derived artifact. The persons table is the truth, and the index can always be rebuilt from
+its rows (``PersonIndex.build``); ``version`` says which table version it reflects, so a caller that finds a
+saved index older than the table either replays the changes (``add`` / ``remove``) or rebuilds.
+
+Similarity is the inner product of L2-normalised float32 embeddings, i.e. the cosine similarity. Inputs are
+normalised here, so callers may pass raw embedder output.
+
+Index kinds:
+
+* ``"flat"``: ``IndexIDMap2(IndexFlatIP)``, exact. Adds and removals keep it exact.
+* ``"ivf"``: ``IndexIVFFlat`` (inner product, spherical k-means), approximate. ``nlist ~ 4*sqrt(n)`` trained on
+  a sample; later adds go to the trained lists, and only a rebuild retrains.
+* ``"auto"``: flat below ``EXACT_MAX`` persons, IVF from there on (decided at build time).
+
+Choice of index, measured with ``bench/search_scale.py`` (synthetic clustered 128-d "faces", 2-core AMD EPYC VM
+shared with other work, faiss-cpu 1.15.1; see that script for the method):
+
+* Single-query latency, flat vs IVF (nprobe as below, same box, same run)::
+
+      persons   flat       IVF       IVF R@1 vs exact (known persons / all queries)
+      1k        0.03 ms    0.04 ms   1.000 / 0.998
+      5k        0.12 ms    0.06 ms   1.000 / 0.998
+      10k       0.26 ms    0.08 ms   1.000 / 0.991
+      20k       0.52 ms    0.10 ms   1.000 / 0.994
+      50k       1.3 ms     0.15 ms   1.000 / 0.994
+      100k      2.7 ms     0.20 ms   1.000 / 0.994
+      1M        28 ms      0.65 ms   0.999 / 0.996
+
+  IVF overtakes flat for single queries at ~3-4k persons, but at that size both answer in ~0.1 ms, which is
+  nothing next to the ~20-300 ms it costs to detect and embed a face on this box. The IVF gain is tiny there
+  and the price is exactness (the index must reproduce the persons lists), so ``EXACT_MAX`` is set where
+  exact search starts to cost real time instead: at 50k persons a flat query takes ~1.3 ms (~5-10 % of
+  an SFace embedding, the cheapest per-face step), at 100k ~2.7 ms and at 1M ~28 ms.
+* IVF-SQ8 (4x smaller) and HNSW were measured too (``--extra``): SQ8 loses some top-1 ordering among near
+  duplicates and 128-d fp32 is only 512 MB per million persons, so plain IVF-Flat is used; HNSW builds far more
+  slowly on 2 cores and its ``remove_ids`` is unsupported, which person deletion needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import uuid
+from collections.abc import Collection, Iterator, Sequence
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EXACT_MAX = 50_000
+"""Person lists with fewer persons than this get an exact flat index under ``kind="auto"`` (see module doc)."""
+
+KINDS = ("auto", "flat", "ivf")
+FORMAT = "enface-person-index/1"
+THREADS_ENV = "ENFACE_FAISS_THREADS"
+
+_ADD_CHUNK = 65_536  # rows normalised/added at a time, so a 1M-row add never holds a second full copy
+_NLIST_MAX = 65_536
+_MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this; we size nlist so training never goes under it
+_TRAIN_POINTS_PER_CENTROID = 64
+
+
+def ivf_nlist(n: int) -> int:
+    """Number of IVF lists for ``n`` vectors: ~4*sqrt(n), bounded so each list gets >= 39 training points."""
+    if n <= 0:
+        return 1
+    return int(max(1, min(round(4 * math.sqrt(n)), n // _MIN_POINTS_PER_CENTROID, _NLIST_MAX)))
+
+
+def ivf_nprobe(nlist: int) -> int:
+    """Lists probed per query; measured for recall@1 >= 0.99 vs exact up to 1M (see bench/search_scale.py)."""
+    return int(min(nlist, max(16, nlist // 128)))
+
+
+@contextlib.contextmanager
+def _faiss_threads(threads: int | None) -> Iterator[None]:
+    """Use ``threads`` (or $ENFACE_FAISS_THREADS) OpenMP threads inside the block; default: leave FAISS alone."""
+    if threads is None:
+        env = os.environ.get(THREADS_ENV, "").strip()
+        threads = int(env) if env else 0
+    if threads <= 0:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _as_matrix(x: np.ndarray, dim: int, what: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"{what} must have shape (n, {dim}), got {x.shape}")
+    return x
+
+
+def _normalised(x: np.ndarray) -> np.ndarray:
+    """A C-contiguous float32 copy of ``x`` with rows of unit L2 norm; refuses NaN/inf and all-zero rows."""
+    out = np.array(x, dtype=np.float32, order="C", copy=True)
+    if not np.isfinite(out).all():
+        raise ValueError("embeddings contain NaN or inf")
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError("embeddings contain an all-zero row")
+    out /= norms
+    return out
+
+
+class PersonIndex:
+    """Inner product on L2-normalised float32 embeddings of one person list."""
+
+    def __init__(self, dim: int, *, kind: str = "auto", threads: int | None = None):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if dim <= 0:
+            raise ValueError(f"dim must be positive, got {dim}")
+        self.dim = int(dim)
+        self.requested_kind = kind
+        self.kind = "ivf" if kind == "ivf" else "flat"  # "auto" starts empty, i.e. small, i.e. flat
+        self.version = 0
+        self.threads = threads
+        self.trained_size = 0  # IVF: how many vectors the lists were trained for
+        self._index = self._new_flat() if self.kind == "flat" else None  # IVF: created on first add (training)
+        self._slot: dict[str, int] = {}  # person id -> int64 FAISS id
+        self._names = np.empty(0, dtype=object)  # FAISS id -> person id (None once removed)
+        self._next = 0  # FAISS ids are never reused, so a stale FAISS id can never name another person
+
+    # ----------------------------------------------------------------- construction
+    def _new_flat(self) -> faiss.Index:
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+
+    def _new_ivf(self, sample: np.ndarray, n: int) -> faiss.Index:
+        nlist = ivf_nlist(n)
+        quantizer = faiss.IndexFlatIP(self.dim)
+        index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.own_fields = True
+        quantizer.this.disown()  # the IVF index owns (and frees) its quantizer
+        index.cp.spherical = True  # centroids on the unit sphere, as the data are
+        index.cp.seed = 1234
+        index.train(sample)
+        index.nprobe = ivf_nprobe(nlist)
+        self.trained_size = n
+        return index
+
+    @classmethod
+    def build(
+        cls,
+        person_ids: Sequence[str],
+        embeddings: np.ndarray,
+        *,
+        version: int,
+        kind: str = "auto",
+        threads: int | None = None,
+    ) -> PersonIndex:
+        """A fresh index of these persons (one embedding each), reflecting persons-table ``version``."""
+        ids = list(person_ids)
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        emb = np.asarray(embeddings)
+        if emb.ndim != 2 or emb.shape[0] != len(ids):
+            raise ValueError(f"need one embedding row per person id: {len(ids)} ids, embeddings {emb.shape}")
+        self = cls(emb.shape[1], kind=kind, threads=threads)
+        if kind == "auto" and len(ids) >= EXACT_MAX:
+            self.kind = "ivf"
+            self._index = None
+        self.add(ids, emb, version=version)
+        self.version = int(version)
+        return self
+
+    # ----------------------------------------------------------------- state
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def __contains__(self, person_id: object) -> bool:
+        return person_id in self._slot
+
+    def __repr__(self) -> str:
+        return f"PersonIndex(dim={self.dim}, kind={self.kind!r}, n={len(self)}, version={self.version})"
+
+    @property
+    def person_ids(self) -> list[str]:
+        """The indexed person ids, in insertion order."""
+        return list(self._slot)
+
+    @property
+    def nprobe(self) -> int | None:
+        return int(self._index.nprobe) if self.kind == "ivf" and self._index is not None else None
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        if self.kind != "ivf" or self._index is None:
+            raise ValueError("nprobe applies to a trained IVF index only")
+        self._index.nprobe = int(value)
+
+    @property
+    def needs_rebuild(self) -> bool:
+        """True when a rebuild from the table would give a better-suited index (kind, or IVF lists outgrown)."""
+        n = len(self)
+        if self.requested_kind == "auto" and (self.kind == "ivf") != (n >= EXACT_MAX):
+            # hysteresis for shrinking, so a list hovering at EXACT_MAX does not flip back and forth
+            return self.kind == "flat" or n < EXACT_MAX // 2
+        return self.kind == "ivf" and self.trained_size > 0 and n > 4 * self.trained_size
+
+    # ----------------------------------------------------------------- changes
+    def add(self, person_ids: Sequence[str], embeddings: np.ndarray, *, version: int | None = None) -> None:
+        """Add persons; a person id already in the index is replaced (its old embedding is removed)."""
+        ids = [str(p) for p in person_ids]
+        emb = _as_matrix(embeddings, self.dim, "embeddings")
+        if emb.shape[0] != len(ids):
+            raise ValueError(f"{len(ids)} person ids but {emb.shape[0]} embeddings")
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate person ids in one add")
+        with _faiss_threads(self.threads):
+            replaced = [p for p in ids if p in self._slot]
+            if replaced:
+                self._remove(replaced)
+            if ids:
+                if self._index is None:  # IVF, first data: train on a sample of it
+                    self._index = self._train_ivf(emb)
+                keys = np.arange(self._next, self._next + len(ids), dtype=np.int64)
+                for s in range(0, len(ids), _ADD_CHUNK):
+                    self._index.add_with_ids(_normalised(emb[s : s + _ADD_CHUNK]), keys[s : s + _ADD_CHUNK])
+                self._grow_names(self._next + len(ids))
+                self._names[self._next : self._next + len(ids)] = ids
+                self._slot.update(zip(ids, keys.tolist(), strict=True))
+                self._next += len(ids)
+        if version is not None:
+            self.version = int(version)
+
+    def _train_ivf(self, emb: np.ndarray) -> faiss.Index:
+        n = emb.shape[0]
+        n_train = min(n, max(ivf_nlist(n) * _TRAIN_POINTS_PER_CENTROID, 20_000))
+        pick = np.sort(np.random.default_rng(0).choice(n, n_train, replace=False)) if n_train < n else slice(None)
+        return self._new_ivf(_normalised(emb[pick]), n)
+
+    def _grow_names(self, size: int) -> None:
+        if size > len(self._names):
+            grown = np.empty(max(size, 2 * len(self._names), 1024), dtype=object)
+            grown[: len(self._names)] = self._names
+            self._names = grown
+
+    def remove(self, person_ids: Sequence[str], *, version: int | None = None) -> None:
+        """Remove persons (deleted or about to be replaced); ids not in the index are ignored."""
+        with _faiss_threads(self.threads):
+            self._remove([str(p) for p in person_ids])
+        if version is not None:
+            self.version = int(version)
+
+    def _remove(self, ids: list[str]) -> None:
+        keys = np.array([self._slot.pop(p) for p in dict.fromkeys(ids) if p in self._slot], dtype=np.int64)
+        if len(keys):
+            removed = self._index.remove_ids(faiss.IDSelectorBatch(keys))
+            if removed != len(keys):  # cannot happen unless the id maps diverged; fail loudly, caller rebuilds
+                raise RuntimeError(f"FAISS removed {removed} vectors for {len(keys)} person ids")
+            self._names[keys] = None
+
+    # ----------------------------------------------------------------- search
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        exclude: Collection[str] = (),
+    ) -> list[list[tuple[str, float]]]:
+        """Per query, up to ``k`` ``(person_id, cosine similarity)``, best first; never a person in ``exclude``."""
+        q = _as_matrix(queries, self.dim, "queries")
+        nq = q.shape[0]
+        if k <= 0 or nq == 0 or len(self) == 0:
+            return [[] for _ in range(nq)]
+        excluded = {self._slot[p] for p in exclude if p in self._slot}
+        kk = min(len(self), k + len(excluded))  # over-fetch by the excluded ones that could take a place
+        with _faiss_threads(self.threads):
+            sims, keys = self._index.search(_normalised(q), kk)
+        names = self._names[np.maximum(keys, 0)]
+        np.clip(sims, -1.0, 1.0, out=sims)
+        out: list[list[tuple[str, float]]] = []
+        for row_k, row_s, row_n in zip(keys.tolist(), sims.tolist(), names.tolist(), strict=True):
+            hits: list[tuple[str, float]] = []
+            for key, sim, name in zip(row_k, row_s, row_n, strict=True):
+                if key < 0 or key in excluded:  # -1: IVF probed fewer than kk vectors
+                    continue
+                hits.append((name, sim))
+                if len(hits) == k:
+                    break
+            out.append(hits)
+        return out
+
+    # ----------------------------------------------------------------- persistence
+    def _meta(self) -> dict:
+        return {
+            "format": FORMAT,
+            "dim": self.dim,
+            "kind": self.kind,
+            "requested_kind": self.requested_kind,
+            "version": self.version,
+            "n": len(self),
+            "next_key": self._next,
+            "trained_size": self.trained_size,
+            "nprobe": self.nprobe,
+            "faiss": faiss.__version__,
+        }
+
+    def _write(self, f) -> None:
+        keys = np.fromiter(self._slot.values(), dtype=np.int64, count=len(self._slot))
+        ids = np.array([p.encode("utf-8") for p in self._slot], dtype=np.bytes_) if self._slot else np.zeros(0, "S1")
+        blob = faiss.serialize_index(self._index) if self._index is not None else np.zeros(0, np.uint8)
+        meta = np.frombuffer(json.dumps(self._meta()).encode(), dtype=np.uint8)
+        np.savez(f, meta=meta, keys=keys, ids=ids, faiss=blob)
+
+    def save(self, path: str, *, fs=None) -> None:
+        """Write the index to ``path`` (local or fsspec URI) in one file, atomically.
+
+        One ``.npz`` holds the serialized FAISS index and its sidecar (person ids, FAISS ids, version, kind,
+        dim), so index and ids can never be torn apart. Local: written under a temporary name beside ``path``,
+        fsynced, then renamed over it. Other filesystems: one ``pipe_file`` (a single put, atomic on object
+        stores).
+        """
+        if fs is None:
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(path)
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        local = "file" in _protocols(fs)
+        if parent and local:
+            fs.makedirs(parent, exist_ok=True)
+        with _faiss_threads(self.threads):
+            if local:
+                tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+                try:
+                    with open(tmp, "wb") as f:
+                        self._write(f)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, path)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    raise
+            else:
+                buf = io.BytesIO()
+                self._write(buf)
+                fs.pipe_file(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str, *, fs=None, threads: int | None = None) -> PersonIndex | None:
+        """The index saved at ``path``, or None when it is absent or unreadable (the caller then rebuilds)."""
+        try:
+            if fs is None:
+                import fsspec
+
+                fs, path = fsspec.core.url_to_fs(path)
+            with fs.open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+                meta = json.loads(z["meta"].tobytes().decode())
+                keys, ids, blob = z["keys"], z["ids"], z["faiss"]
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"unknown format {meta.get('format')!r}")
+            self = cls(int(meta["dim"]), kind=meta["requested_kind"], threads=threads)
+            self.kind = meta["kind"]
+            self.version = int(meta["version"])
+            self.trained_size = int(meta["trained_size"])
+            self._next = int(meta["next_key"])
+            names = [b.decode("utf-8") for b in ids.tolist()]
+            if not (len(names) == len(keys) == int(meta["n"])) or len(set(names)) != len(names):
+                raise ValueError("person id sidecar is inconsistent")
+            if len(keys) and (int(keys.min()) < 0 or int(keys.max()) >= self._next):
+                raise ValueError("FAISS ids out of range")
+            if blob.size:
+                index = faiss.deserialize_index(blob)
+                if index.d != self.dim or index.ntotal != len(keys) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+                    raise ValueError(f"FAISS index (d={index.d}, n={index.ntotal}) does not match its sidecar")
+                if self.kind == "ivf":
+                    index = faiss.downcast_index(index)
+                    index.nprobe = int(meta["nprobe"])
+                self._index = index
+            elif len(keys) or self.kind == "flat":
+                raise ValueError("FAISS index missing")
+            else:
+                self._index = None  # an IVF index that never saw data
+            self._grow_names(self._next)
+            self._names[keys] = names
+            self._slot = dict(zip(names, keys.tolist(), strict=True))
+            return self
+        except FileNotFoundError:
+            return None
+        except Exception as e:  # noqa: BLE001 - any unreadable file means "rebuild"
+            log.warning("person index at %s is unreadable, ignoring it (%s: %s)", path, type(e).__name__, e)
+            return None
+
+
+def _protocols(fs) -> tuple[str, ...]:
+    p = fs.protocol
+    return (p,) if isinstance(p, str) else tuple(p)

@@ -1,0 +1,196 @@
+"""The lake: Delta tables at a URI (a folder or s3://bucket/prefix). The only code that touches table files.
+
+Every write is one Delta commit, so it lands whole or not at all; readers open a snapshot (a table version)
+and never see a half-written change. One writer per lake at a time; readers any number.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from functools import cached_property
+
+import fsspec
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from ..settings import get_settings
+from .schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID, TABLES
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def sql_literal(value: object) -> str:
+    """A value as a SQL literal for Delta predicates; strings are quoted with '' escaping."""
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    raise TypeError(f"unsupported predicate value {value!r}")
+
+
+def storage_options(uri: str) -> dict[str, str]:
+    """delta-rs options for object stores, from ENFACE_S3_ENDPOINT_URL / the standard AWS_* variables."""
+    if not uri.startswith(("s3://", "s3a://")):
+        return {}
+    opts: dict[str, str] = {}
+    endpoint = get_settings().s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        opts["AWS_ENDPOINT_URL"] = endpoint
+        if endpoint.startswith("http://"):
+            opts["AWS_ALLOW_HTTP"] = "true"
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION"):
+        if os.environ.get(key):
+            opts[key] = os.environ[key]
+    opts.setdefault("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    return opts
+
+
+def fsspec_options(uri: str) -> dict:
+    """s3fs options matching storage_options(), for the index files and archive listings."""
+    if not uri.startswith(("s3://", "s3a://")):
+        return {}
+    endpoint = get_settings().s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+
+
+class Lake:
+    """Tables of one lake. Creating a Lake creates missing tables and the seed's default list, group, source."""
+
+    def __init__(self, uri: str | None = None, *, create: bool = True) -> None:
+        self.uri = str(uri or get_settings().lake).rstrip("/")
+        if "://" not in self.uri:
+            self.uri = os.path.abspath(self.uri)
+        self.options = storage_options(self.uri)
+        if create:
+            self._create()
+
+    # -- layout -----------------------------------------------------------------------------------------
+    def table_uri(self, name: str) -> str:
+        if name not in TABLES:
+            raise KeyError(f"no table {name!r}; tables are {sorted(TABLES)}")
+        return f"{self.uri}/{name}"
+
+    @cached_property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        fs, _ = fsspec.core.url_to_fs(self.uri, **fsspec_options(self.uri))
+        return fs
+
+    def path(self, *parts: str) -> str:
+        """A non-table path inside the lake (index files), as a URI for fsspec."""
+        return "/".join([self.uri, *parts])
+
+    def _create(self) -> None:
+        for name, schema in TABLES.items():
+            try:
+                DeltaTable(self.table_uri(name), storage_options=self.options)
+            except TableNotFoundError:
+                try:
+                    write_deltalake(
+                        self.table_uri(name),
+                        pa.Table.from_pylist([], schema),
+                        mode="error",
+                        storage_options=self.options,
+                    )
+                except Exception:  # another process created it first: fine if it now exists
+                    DeltaTable(self.table_uri(name), storage_options=self.options)
+        t = now()
+        defaults = [
+            ("person_lists", "list_id", {"list_id": DEFAULT_LIST_ID, "name": "default", "created": t}),
+            (
+                "source_groups",
+                "group_id",
+                {
+                    "group_id": DEFAULT_GROUP_ID,
+                    "name": "default",
+                    "person_list_search": [DEFAULT_LIST_ID],
+                    "created": t,
+                },
+            ),
+            (
+                "sources",
+                "source_id",
+                {
+                    "source_id": DEFAULT_SOURCE_ID,
+                    "group_id": DEFAULT_GROUP_ID,
+                    "name": "default",
+                    "uri": None,
+                    # The seed's /action defaults, which apply when a request names no group or source.
+                    "new_person_threshold": "no_match",
+                    "new_person_square_min": 112,
+                    "new_person_angle_max": 30,
+                    "person_list_add": [DEFAULT_LIST_ID],
+                    "feature_check": [],
+                    "created": t,
+                },
+            ),
+        ]
+        for table, key, row in defaults:
+            if not self.read(table, where={key: row[key]}, columns=[key]).num_rows:
+                self.upsert(table, [row], keys=[key])
+
+    # -- reading ----------------------------------------------------------------------------------------
+    def table(self, name: str, version: int | None = None) -> DeltaTable:
+        return DeltaTable(self.table_uri(name), version=version, storage_options=self.options)
+
+    def version(self, name: str) -> int:
+        return self.table(name).version()
+
+    def read(
+        self,
+        name: str,
+        *,
+        where: dict[str, object] | None = None,
+        columns: Sequence[str] | None = None,
+        version: int | None = None,
+    ) -> pa.Table:
+        """Rows of one snapshot, filtered by column equality (a list value means 'in')."""
+        filters = []
+        for col, val in (where or {}).items():
+            filters.append((col, "in", list(val)) if isinstance(val, list | tuple | set) else (col, "=", val))
+        dt = self.table(name, version)
+        return dt.to_pyarrow_table(columns=list(columns) if columns else None, filters=filters or None)
+
+    # -- writing (each call is one atomic commit) ---------------------------------------------------------
+    def _arrow(self, name: str, rows: Iterable[dict] | pa.Table) -> pa.Table:
+        schema = TABLES[name]
+        if isinstance(rows, pa.Table):
+            return rows.select(schema.names).cast(schema)
+        return pa.Table.from_pylist(list(rows), schema)
+
+    def append(self, name: str, rows: Iterable[dict] | pa.Table) -> int:
+        data = self._arrow(name, rows)
+        if data.num_rows:
+            write_deltalake(self.table_uri(name), data, mode="append", storage_options=self.options)
+        return self.version(name)
+
+    def upsert(self, name: str, rows: Iterable[dict] | pa.Table, *, keys: Sequence[str], insert: bool = True) -> int:
+        """Replace rows whose keys match, insert the others (insert=False: only replace; unknown keys dropped)."""
+        data = self._arrow(name, rows)
+        if not data.num_rows:
+            return self.version(name)
+        pred = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        merge = self.table(name).merge(source=data, predicate=pred, source_alias="s", target_alias="t")
+        merge = merge.when_matched_update_all()
+        if insert:
+            merge = merge.when_not_matched_insert_all()
+        merge.execute()
+        return self.version(name)
+
+    def delete(self, name: str, where: dict[str, object]) -> int:
+        if not where:
+            raise ValueError("refusing to delete every row of a table")
+        pred = " AND ".join(
+            f"{c} IN ({', '.join(sql_literal(x) for x in v)})"
+            if isinstance(v, list | tuple | set)
+            else f"{c} = {sql_literal(v)}"
+            for c, v in where.items()
+        )
+        self.table(name).delete(pred)
+        return self.version(name)

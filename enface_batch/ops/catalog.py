@@ -1,0 +1,127 @@
+"""Person lists, data-source groups and data sources: create and list, with the seed's validation."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+
+import pyarrow.compute as pc
+
+from ..lake.schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID
+from ..lake.store import Lake, now
+from . import validate
+from .errors import BadRequest, NotFound
+
+
+def _spent(t0: float) -> int:
+    return round((time.perf_counter() - t0) * 1000)
+
+
+def _iso(row: dict) -> dict:
+    return {k: (v.isoformat().replace("+00:00", "Z") if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+def require_lists(lake: Lake, list_ids: Iterable[str], param: str) -> list[str]:
+    ids = validate.uuid_list(list(list_ids), param)
+    if ids:
+        found = set(lake.read("person_lists", where={"list_id": ids}, columns=["list_id"])["list_id"].to_pylist())
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise NotFound(f"{param}: person list(s) {missing} not found")
+    return ids
+
+
+def get_group(lake: Lake, group_id: str) -> dict:
+    gid = validate.uuid_str(group_id, "group_id")
+    rows = lake.read("source_groups", where={"group_id": gid}).to_pylist()
+    if not rows:
+        raise NotFound(f"source group {gid} not found")
+    return rows[0]
+
+
+def get_source(lake: Lake, source_id: str) -> dict:
+    sid = validate.uuid_str(source_id, "source_id")
+    rows = lake.read("sources", where={"source_id": sid}).to_pylist()
+    if not rows:
+        raise NotFound(f"source {sid} not found")
+    return rows[0]
+
+
+# -- person lists ----------------------------------------------------------------------------------------
+def create_list(lake: Lake, name: str) -> dict:
+    t0 = time.perf_counter()
+    list_id = str(uuid.uuid4())
+    lake.append("person_lists", [{"list_id": list_id, "name": validate.name(name), "created": now()}])
+    return {"status": "ok", "message": "person list created", "list_id": list_id, "spent": _spent(t0)}
+
+
+def list_lists(lake: Lake) -> list[dict]:
+    lists = lake.read("person_lists").to_pylist()
+    persons = lake.read("persons", columns=["list_id"])
+    counts = dict(zip(*pc.value_counts(persons["list_id"]).flatten(), strict=True)) if persons.num_rows else {}
+    counts = {k.as_py(): v.as_py() for k, v in counts.items()}
+    return [
+        _iso({**r, "default": r["list_id"] == DEFAULT_LIST_ID, "persons": counts.get(r["list_id"], 0)})
+        for r in sorted(lists, key=lambda r: r["created"])
+    ]
+
+
+# -- source groups ---------------------------------------------------------------------------------------
+def create_group(lake: Lake, name: str, person_list_search: Iterable[str] | None = None) -> dict:
+    t0 = time.perf_counter()
+    lists = require_lists(lake, person_list_search or [], "person_list_search")
+    group_id = str(uuid.uuid4())
+    lake.append(
+        "source_groups",
+        [{"group_id": group_id, "name": validate.name(name), "person_list_search": lists, "created": now()}],
+    )
+    return {"status": "ok", "message": "source group created", "group_id": group_id, "spent": _spent(t0)}
+
+
+def list_groups(lake: Lake) -> list[dict]:
+    rows = lake.read("source_groups").to_pylist()
+    return [_iso({**r, "default": r["group_id"] == DEFAULT_GROUP_ID}) for r in sorted(rows, key=lambda r: r["created"])]
+
+
+# -- sources ---------------------------------------------------------------------------------------------
+def create_source(
+    lake: Lake,
+    name: str,
+    group_id: str,
+    *,
+    uri: str | None = None,
+    new_person_threshold: str = "never",
+    new_person_square_min: int | str = 112,
+    new_person_angle_max: int | str = 60,
+    person_list_add: Iterable[str] | str | None = None,
+    feature_check: Iterable[str] | str | None = None,
+) -> dict:
+    """The seed's /source/create defaults: threshold never, square 112, angle 60, no list to add to."""
+    t0 = time.perf_counter()
+    row = {
+        "source_id": str(uuid.uuid4()),
+        "group_id": get_group(lake, group_id)["group_id"],
+        "name": validate.name(name),
+        "uri": uri,
+        "new_person_threshold": validate.threshold(new_person_threshold),
+        "new_person_square_min": validate.square(new_person_square_min),
+        "new_person_angle_max": validate.angle(new_person_angle_max, "new_person_angle_max"),
+        "person_list_add": require_lists(
+            lake, validate.uuid_list(person_list_add, "person_list_add"), "person_list_add"
+        ),
+        "feature_check": validate.features(feature_check),
+        "created": now(),
+    }
+    if uri is not None and not str(uri).strip():
+        raise BadRequest("uri must not be empty")
+    lake.append("sources", [row])
+    return {"status": "ok", "message": "source created", "source_id": row["source_id"], "spent": _spent(t0)}
+
+
+def list_sources(lake: Lake, group_id: str | None = None) -> list[dict]:
+    where = {"group_id": get_group(lake, group_id)["group_id"]} if group_id else None
+    rows = lake.read("sources", where=where).to_pylist()
+    return [
+        _iso({**r, "default": r["source_id"] == DEFAULT_SOURCE_ID}) for r in sorted(rows, key=lambda r: r["created"])
+    ]
