@@ -138,6 +138,7 @@ class Analyzer:
                 img.height,
                 img.size_bytes,
                 img.format,
+                sha256=img.sha256,
                 spent_ms=(time.perf_counter() - t0) * 1000,
             )
             results.append(res)
