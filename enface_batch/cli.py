@@ -18,13 +18,54 @@ from .models.fetch import DEMO_PHOTOS, ModelFetchError, cache_dir, ensure_files
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 models_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect model packs.")
+list_app = typer.Typer(no_args_is_help=True, help="Person lists.")
+group_app = typer.Typer(no_args_is_help=True, help="Data-source groups.")
+source_app = typer.Typer(no_args_is_help=True, help="Data sources (archive locations with auto-enrolment rules).")
+person_app = typer.Typer(no_args_is_help=True, help="Persons of a list.")
 app.add_typer(models_app, name="models")
+app.add_typer(list_app, name="list")
+app.add_typer(group_app, name="group")
+app.add_typer(source_app, name="source")
+app.add_typer(person_app, name="person")
+
+LakeOpt = Annotated[str | None, typer.Option("--lake", help="Lake folder or URI (default: ENFACE_LAKE)")]
+ListId = Annotated[str | None, typer.Option("--list-id", help="Person list id (default: the default list)")]
+Threshold = Annotated[str | None, typer.Option("--new-person-threshold", help="80, 85, 90, 95, no_match or never")]
+SquareMin = Annotated[str | None, typer.Option("--new-person-square-min", help="50, 112 or 224 (pixels)")]
+YawMax = Annotated[str | None, typer.Option("--new-person-yaw-max", help="5, 10, 20 ... 80 (degrees)")]
+FeatureCheck = Annotated[list[str] | None, typer.Option("--feature-check", help="gender, age or race; repeatable")]
+Bbox = Annotated[bool, typer.Option("--bbox", help="Return [x1, y1, x2, y2] per face")]
+BboxPro = Annotated[bool, typer.Option("--bbox-pro", help="Return the box's 4 corners turned with the face")]
+Thumb = Annotated[bool, typer.Option("--thumb", help="Return the 112x112 aligned thumb, base64 JPEG")]
+Multi = Annotated[bool, typer.Option("--multi", help="Every face, not only the largest")]
 err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
+
+
+# Exit codes for the seed's HTTP errors: 400 -> 2 (like a usage error), 401/403 -> 3, 404 -> 4.
+_EXIT = {400: 2, 401: 3, 403: 3, 404: 4}
+
+
+def _run(fn, *args, **kwargs) -> None:
+    """Call one operation, print its JSON; an EnfaceError prints its seed meaning and exits non-zero."""
+    from .ops.errors import EnfaceError
+
+    try:
+        result = fn(*args, **kwargs)
+    except EnfaceError as exc:
+        _print({"status": "error", "code": exc.status_code, "message": exc.message})
+        _fail(f"{exc.status_code}: {exc.message}", _EXIT.get(exc.status_code, 2))
+    _print(result if isinstance(result, dict) else {"status": "ok", "items": result})
+
+
+def _lake(uri: str | None):
+    from .lake.store import Lake
+
+    return Lake(uri)
 
 
 def _analyzer() -> Analyzer:
@@ -51,7 +92,7 @@ def _progress(total: int) -> Progress:
 
 
 def _print(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
 
 
 @app.command()
@@ -175,6 +216,210 @@ def models_demo() -> None:
     except ModelFetchError as exc:
         _fail(str(exc), 1)
     print(Path(next(iter(paths.values()))).parent)
+
+
+@list_app.command("create")
+def list_create(name: str, lake: LakeOpt = None) -> None:
+    """Create a person list."""
+    from .ops.catalog import create_list
+
+    _run(create_list, _lake(lake), name)
+
+
+@list_app.command("ls")
+def list_ls(lake: LakeOpt = None) -> None:
+    """All person lists with their person counts."""
+    from .ops.catalog import list_lists
+
+    _run(list_lists, _lake(lake))
+
+
+@group_app.command("create")
+def group_create(
+    name: str,
+    person_list_search: Annotated[
+        list[str] | None, typer.Option("--person-list-search", help="List id; repeatable")
+    ] = None,
+    lake: LakeOpt = None,
+) -> None:
+    """Create a data-source group that searches the given person lists."""
+    from .ops.catalog import create_group
+
+    _run(create_group, _lake(lake), name, person_list_search)
+
+
+@group_app.command("ls")
+def group_ls(lake: LakeOpt = None) -> None:
+    """All data-source groups."""
+    from .ops.catalog import list_groups
+
+    _run(list_groups, _lake(lake))
+
+
+@source_app.command("create")
+def source_create(
+    name: str,
+    group_id: Annotated[str, typer.Option("--group-id", help="The source's group")],
+    uri: Annotated[str | None, typer.Option("--uri", help="Archive folder or URI (s3://bucket/prefix)")] = None,
+    new_person_threshold: Annotated[str, typer.Option("--new-person-threshold")] = "never",
+    new_person_square_min: Annotated[str, typer.Option("--new-person-square-min")] = "112",
+    new_person_angle_max: Annotated[str, typer.Option("--new-person-angle-max", "--new-person-yaw-max")] = "60",
+    person_list_add: Annotated[list[str] | None, typer.Option("--person-list-add", help="List id; repeatable")] = None,
+    feature_check: FeatureCheck = None,
+    lake: LakeOpt = None,
+) -> None:
+    """Create a data source with the seed's auto-enrolment rules."""
+    from .ops.catalog import create_source
+
+    _run(
+        create_source,
+        _lake(lake),
+        name,
+        group_id,
+        uri=uri,
+        new_person_threshold=new_person_threshold,
+        new_person_square_min=new_person_square_min,
+        new_person_angle_max=new_person_angle_max,
+        person_list_add=person_list_add,
+        feature_check=feature_check,
+    )
+
+
+@source_app.command("ls")
+def source_ls(
+    group_id: Annotated[str | None, typer.Option("--group-id", help="Only this group's sources")] = None,
+    lake: LakeOpt = None,
+) -> None:
+    """Data sources, all or of one group."""
+    from .ops.catalog import list_sources
+
+    _run(list_sources, _lake(lake), group_id)
+
+
+@person_app.command("create")
+def person_create(
+    image: str,
+    list_id: ListId = None,
+    replace_person_id: Annotated[str | None, typer.Option("--replace-person-id")] = None,
+    field: Annotated[
+        list[str] | None, typer.Option("--field", help="A string stored with the person; repeatable")
+    ] = None,
+    multi: Multi = False,
+    drop_image: Annotated[bool, typer.Option("--drop-image", help="Keep only the embedding, no face image")] = False,
+    new_person_threshold: Annotated[str, typer.Option("--new-person-threshold")] = "no_match",
+    new_person_yaw_max: Annotated[str, typer.Option("--new-person-yaw-max")] = "30",
+    new_person_square_min: Annotated[str, typer.Option("--new-person-square-min")] = "112",
+    feature_check: FeatureCheck = None,
+    bbox: Bbox = False,
+    bbox_pro: BboxPro = False,
+    thumb: Thumb = False,
+    lake: LakeOpt = None,
+) -> None:
+    """Create (or, with --replace-person-id, replace) a person from the faces of an image."""
+    from .ops.persons import create_person
+
+    _run(
+        create_person,
+        _lake(lake),
+        _analyzer(),
+        image,
+        list_id=list_id,
+        replace_person_id=replace_person_id,
+        fields=field,
+        multi=multi,
+        drop_image=drop_image,
+        new_person_threshold=new_person_threshold,
+        new_person_yaw_max=new_person_yaw_max,
+        new_person_square_min=new_person_square_min,
+        feature_check=feature_check,
+        bbox=bbox,
+        bbox_pro=bbox_pro,
+        thumb=thumb,
+    )
+
+
+@person_app.command("get")
+def person_get(
+    person_id: Annotated[str, typer.Option("--person-id")], list_id: ListId = None, lake: LakeOpt = None
+) -> None:
+    """A person record."""
+    from .ops.persons import get_person
+
+    _run(get_person, _lake(lake), person_id, list_id)
+
+
+@person_app.command("update")
+def person_update(
+    person_id: Annotated[str, typer.Option("--person-id")],
+    list_id: ListId = None,
+    field: Annotated[list[str] | None, typer.Option("--field", help="Replaces the person's fields; repeatable")] = None,
+    drop_image: Annotated[bool, typer.Option("--drop-image", help="Remove the stored face image")] = False,
+    lake: LakeOpt = None,
+) -> None:
+    """Update a person's fields, or drop its image."""
+    from .ops.persons import update_person
+
+    _run(update_person, _lake(lake), person_id, list_id=list_id, fields=field, drop_image=drop_image)
+
+
+@person_app.command("delete")
+def person_delete(
+    person_id: Annotated[str, typer.Option("--person-id")], list_id: ListId = None, lake: LakeOpt = None
+) -> None:
+    """Delete a person from a list."""
+    from .ops.persons import delete_person
+
+    _run(delete_person, _lake(lake), person_id, list_id=list_id)
+
+
+@app.command("action")
+def action_cmd(
+    images: Annotated[list[str], typer.Argument(help="Images or folders")],
+    group_id: Annotated[str | None, typer.Option("--group-id")] = None,
+    source_id: Annotated[str | None, typer.Option("--source-id")] = None,
+    person_list_search: Annotated[list[str] | None, typer.Option("--person-list-search", help="Repeatable")] = None,
+    person_list_add: Annotated[list[str] | None, typer.Option("--person-list-add", help="Repeatable")] = None,
+    new_person_threshold: Threshold = None,
+    new_person_square_min: SquareMin = None,
+    new_person_yaw_max: YawMax = None,
+    feature_check: FeatureCheck = None,
+    results: Annotated[int, typer.Option("--results", help="Matches to return per face, 1..100")] = 1,
+    multi: Multi = False,
+    drop_image: Annotated[
+        bool, typer.Option("--drop-image", help="Do not keep the image in the actions history")
+    ] = False,
+    bbox: Bbox = False,
+    bbox_pro: BboxPro = False,
+    thumb: Thumb = False,
+    all_files: Annotated[bool, typer.Option("--all-files")] = False,
+    lake: LakeOpt = None,
+) -> None:
+    """Search faces in the group's person lists and create persons where the source's rules allow."""
+    from .ops.action import action
+
+    uris = list(imaging.list_images(images, all_files=all_files))
+    if not uris:
+        _fail(f"no images found under {images}")
+    _run(
+        action,
+        _lake(lake),
+        _analyzer(),
+        uris,
+        results=results,
+        multi=multi,
+        bbox=bbox,
+        bbox_pro=bbox_pro,
+        thumb=thumb,
+        drop_image=drop_image,
+        group_id=group_id,
+        source_id=source_id,
+        person_list_search=person_list_search,
+        person_list_add=person_list_add,
+        new_person_threshold=new_person_threshold,
+        new_person_square_min=new_person_square_min,
+        new_person_yaw_max=new_person_yaw_max,
+        feature_check=feature_check,
+    )
 
 
 if __name__ == "__main__":

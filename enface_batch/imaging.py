@@ -319,10 +319,15 @@ def list_images(uris: Iterable[str], *, all_files: bool = False) -> Iterator[str
                     yield f"{prefix}/{name}"
 
 
-def thumb_b64(rgb: np.ndarray, quality: int = 90) -> str:
-    """Base64 JPEG of an HxWx3 uint8 RGB array (used for the 112x112 aligned face thumbnails)."""
+def jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """JPEG of an HxWx3 uint8 RGB array (face thumbs and crops)."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 uint8 array, got {rgb.dtype} {rgb.shape}")
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(buf, "JPEG", quality=quality)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def thumb_b64(rgb: np.ndarray, quality: int = 90) -> str:
+    """Base64 JPEG of an HxWx3 uint8 RGB array (used for the 112x112 aligned face thumbnails)."""
+    return base64.b64encode(jpeg_bytes(rgb, quality)).decode("ascii")

@@ -23,3 +23,57 @@ def analyzer():
     from enface_batch.models import load_pack
 
     return Analyzer(load_pack("embedded"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 endpoint: moto in server mode on a free port, with the AWS_* variables pointing at it."""
+    import os
+
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is needed for the S3 tests")
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+    }
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION="us-east-1",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+    )
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="enface")
+    yield endpoint
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(params=["local", "s3"])
+def lake(request, tmp_path):
+    """An empty lake in a temporary folder, and the same on the moto S3 server."""
+    import uuid
+
+    from enface_batch.lake.store import Lake
+
+    if request.param == "s3":
+        request.getfixturevalue("s3_endpoint")
+        return Lake(f"s3://enface/{uuid.uuid4().hex}")
+    return Lake(tmp_path / "lake")

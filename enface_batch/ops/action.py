@@ -1,0 +1,274 @@
+"""/action: search every face in the group's person lists and create persons where the source's rules allow.
+
+Parameters left out of a request come from the source, then its group, then the defaults (the seed's "most
+common misunderstanding" paragraph). A person created from one face is searchable by the next face at once,
+also within one batch; faces of one photo never match a person another face of that photo just created.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+from ..analyze import Analyzer, Face, ImageResult
+from ..imaging import jpeg_bytes
+from ..lake.schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID
+from ..lake.store import Lake, now
+from ..scoring import Calibration, calibration_for
+from . import validate
+from .catalog import get_group, get_source, require_lists
+from .errors import BadRequest
+from .faces import face_json
+from .search import Searcher
+
+
+@dataclass
+class Rules:
+    source_id: str
+    group_id: str
+    person_list_search: list[str]
+    new_person_threshold: str
+    threshold_score: float | None  # None: never create
+    new_person_square_min: int
+    new_person_yaw_max: int
+    person_list_add: list[str]
+    feature_check: list[str]
+    origin: dict[str, str] = field(default_factory=dict)  # parameter -> request | source | group | default
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def resolve_rules(
+    lake: Lake,
+    calibration: Calibration,
+    *,
+    group_id: str | None = None,
+    source_id: str | None = None,
+    person_list_search: Iterable[str] | None = None,
+    new_person_threshold: str | None = None,
+    new_person_square_min: int | str | None = None,
+    new_person_yaw_max: int | str | None = None,
+    person_list_add: Iterable[str] | str | None = None,
+    feature_check: Iterable[str] | str | None = None,
+) -> Rules:
+    """The effective rules of one action: request values first, then the source's, then its group's."""
+    if source_id:
+        source = get_source(lake, source_id)
+        group = get_group(lake, source["group_id"])
+        if group_id and validate.uuid_str(group_id, "group_id") != group["group_id"]:
+            raise BadRequest(f"source {source['source_id']} belongs to group {group['group_id']}, not {group_id}")
+    else:
+        group = get_group(lake, group_id or DEFAULT_GROUP_ID)
+        source = get_source(lake, DEFAULT_SOURCE_ID)
+    origin: dict[str, str] = {}
+
+    def pick(param: str, given: object, from_source: object, check) -> object:
+        if given is not None and given != []:
+            origin[param] = "request"
+            return check(given)
+        origin[param] = "source" if source_id else "default"
+        return from_source
+
+    threshold = pick("new_person_threshold", new_person_threshold, source["new_person_threshold"], validate.threshold)
+    square = pick("new_person_square_min", new_person_square_min, source["new_person_square_min"], validate.square)
+    yaw = pick("new_person_yaw_max", new_person_yaw_max, source["new_person_angle_max"], validate.angle)
+    add = pick(
+        "person_list_add",
+        person_list_add,
+        list(source["person_list_add"]),
+        lambda v: validate.uuid_list(v, "person_list_add"),
+    )
+    feats = pick("feature_check", feature_check, list(source["feature_check"]), validate.features)
+    if person_list_search is not None and list(person_list_search):
+        search, origin["person_list_search"] = validate.uuid_list(person_list_search, "person_list_search"), "request"
+    elif group["person_list_search"]:
+        search, origin["person_list_search"] = list(group["person_list_search"]), "group"
+    else:
+        search, origin["person_list_search"] = [DEFAULT_LIST_ID], "default"
+    require_lists(lake, search, "person_list_search")
+    if threshold != "never":  # with "never" the add lists are ignored, as the seed says
+        require_lists(lake, add, "person_list_add")
+    return Rules(
+        source_id=source["source_id"],
+        group_id=group["group_id"],
+        person_list_search=search,
+        new_person_threshold=threshold,
+        threshold_score=calibration.threshold(threshold),
+        new_person_square_min=int(square),
+        new_person_yaw_max=int(yaw),
+        person_list_add=add,
+        feature_check=feats,
+        origin=origin,
+    )
+
+
+def person_row(
+    face: Face,
+    res: ImageResult,
+    *,
+    list_id: str,
+    source_id: str | None,
+    group_id: str | None,
+    drop_image: bool,
+    model: str,
+    action_id: str | None = None,
+    fields: list[str] | None = None,
+    person_id: str | None = None,
+) -> dict:
+    t = now()
+    return {
+        "person_id": person_id or str(uuid.uuid4()),
+        "list_id": list_id,
+        "created": t,
+        "updated": t,
+        "source_id": source_id,
+        "group_id": group_id,
+        "status": "init",
+        "fields": fields or [],
+        "features": json.dumps(face.features, sort_keys=True),
+        "yaw": face.yaw,
+        "square": face.square,
+        "bbox": face.bbox,
+        "embedding": face.embedding.tolist(),
+        # drop_image: only the unpersonalised embedding is kept, as the seed says.
+        "image": None if drop_image or face.crop is None else jpeg_bytes(face.crop),
+        "thumb": None if drop_image else jpeg_bytes(face.thumb),
+        "image_uri": None if drop_image else res.uri,
+        "image_sha256": res.sha256,
+        "face_index": face.index,
+        "action_id": action_id,
+        "model": model,
+    }
+
+
+class ActionEngine:
+    """Runs the action semantics over analysed images and stages the rows; commit() writes them."""
+
+    def __init__(self, lake: Lake, analyzer: Analyzer, searcher: Searcher | None = None) -> None:
+        self.lake, self.analyzer = lake, analyzer
+        self.model = analyzer.pack.version
+        self.calibration = calibration_for(analyzer.pack.models["embedder"])
+        self.searcher = searcher or Searcher(lake, analyzer.pack.embedder.dim)
+        self.persons: list[dict] = []
+        self.actions: list[dict] = []
+
+    def _matches(self, hits: list[tuple[str, str, float]]) -> list[dict]:
+        return [
+            {"person_id": p, "list_id": lst, "score": round(float(self.calibration.score(s)), 2)} for p, lst, s in hits
+        ]
+
+    def process(
+        self, res: ImageResult, rules: Rules, *, results: int = 1, drop_image: bool = False, run_id: str | None = None
+    ) -> list[dict]:
+        """Search and enrol every face of one analysed image; returns one outcome per face."""
+        created_here: set[str] = set()
+        outcomes = []
+        for face in res.faces:
+            t0 = time.perf_counter()
+            q = face.embedding[None, :]
+            matches = self._matches(self.searcher.search(rules.person_list_search, q, results, exclude=created_here)[0])
+            created: list[dict] = []
+            decision = self._decision(face, rules)
+            if decision == "create":
+                decision = "matched"
+                for list_id in rules.person_list_add:
+                    best = self.searcher.search([list_id], q, 1, exclude=created_here)[0]
+                    if best and self.calibration.score(best[0][2]) >= rules.threshold_score:
+                        continue  # already known in this list
+                    row = person_row(
+                        face,
+                        res,
+                        list_id=list_id,
+                        source_id=rules.source_id,
+                        group_id=rules.group_id,
+                        drop_image=drop_image,
+                        model=self.model,
+                        action_id=run_id,
+                    )
+                    self.persons.append(row)
+                    self.searcher.added(list_id, [row["person_id"]], q)
+                    created_here.add(row["person_id"])
+                    created.append({"person_id": row["person_id"], "list_id": list_id})
+                    decision = "created"
+            spent = (time.perf_counter() - t0) * 1000
+            self.actions.append(
+                {
+                    "action_id": str(uuid.uuid4()),
+                    "run_id": run_id,
+                    "created": now(),
+                    "source_id": rules.source_id,
+                    "group_id": rules.group_id,
+                    "image_sha256": res.sha256,
+                    "image_uri": None if drop_image else res.uri,
+                    "face_index": face.index,
+                    "bbox": face.bbox,
+                    "square": face.square,
+                    "yaw": face.yaw,
+                    "matches": matches,
+                    "persons_created": [c["person_id"] for c in created],
+                    "decision": decision,
+                    "rules": rules.to_json(),
+                    "spent_ms": spent,
+                }
+            )
+            outcomes.append({"matches": matches, "persons_created": created, "decision": decision})
+        return outcomes
+
+    @staticmethod
+    def _decision(face: Face, rules: Rules) -> str:
+        if rules.threshold_score is None:
+            return "never"  # and the square, yaw and list rules are ignored, as the seed says
+        if not rules.person_list_add:
+            return "no_add_list"
+        if face.square < rules.new_person_square_min:
+            return "below_square"
+        if abs(face.yaw) > rules.new_person_yaw_max:
+            return "above_yaw"
+        return "create"
+
+    def commit(self) -> None:
+        """Persons first, then the actions that reference them: each is one atomic Delta commit."""
+        if self.persons:
+            version = self.lake.append("persons", self.persons)
+            self.searcher.committed(version)
+        if self.actions:
+            self.lake.append("actions", self.actions)
+        self.persons, self.actions = [], []
+
+
+def action(
+    lake: Lake,
+    analyzer: Analyzer,
+    uris: Iterable[str],
+    *,
+    results: int = 1,
+    multi: bool = False,
+    bbox: bool = False,
+    bbox_pro: bool = False,
+    thumb: bool = False,
+    drop_image: bool = False,
+    **rule_params,
+) -> dict:
+    """The seed's /action over one or more images: per image, per face, matches and persons created."""
+    t0 = time.perf_counter()
+    k = validate.results(results)
+    engine = ActionEngine(lake, analyzer)
+    rules = resolve_rules(lake, engine.calibration, **rule_params)
+    run_id = str(uuid.uuid4())
+    out = []
+    for res in analyzer.analyze_uris(list(uris), features=rules.feature_check, multi=multi):
+        if res.error:
+            out.append({"image": res.uri, "status": "error", "reason": res.reason, "message": res.error, "faces": []})
+            continue
+        faces = []
+        for face, outcome in zip(
+            res.faces, engine.process(res, rules, results=k, drop_image=drop_image, run_id=run_id), strict=True
+        ):
+            faces.append({**face_json(face, bbox=bbox, bbox_pro=bbox_pro, thumb=thumb), **outcome})
+        out.append({"image": res.uri, "status": res.status, "faces_total": len(faces), "faces": faces})
+    engine.commit()
+    return {"status": "ok", "results": out, "spent": round((time.perf_counter() - t0) * 1000)}

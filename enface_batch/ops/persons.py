@@ -1,0 +1,184 @@
+"""Persons: create from an image, get, update (fields, drop_image), delete; the seed's /person* semantics."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+
+from ..analyze import Analyzer, ImageResult
+from ..imaging import ImageError, decode
+from ..lake.schemas import DEFAULT_LIST_ID
+from ..lake.store import Lake, now
+from ..settings import get_settings
+from . import validate
+from .action import ActionEngine, person_row
+from .catalog import require_lists
+from .errors import BadRequest, NotFound
+from .faces import face_json
+
+
+def _spent(t0: float) -> int:
+    return round((time.perf_counter() - t0) * 1000)
+
+
+def analyze_one(analyzer: Analyzer, image: str | bytes, *, features: list[str], multi: bool) -> ImageResult:
+    """One image given as a path/URI or as uploaded bytes; an unreadable image is a 400 naming the reason."""
+    if isinstance(image, bytes):
+        try:
+            decoded = decode(image, "<upload>", max_side=get_settings().decode_max_side)
+        except ImageError as exc:
+            raise BadRequest(str(exc)) from exc
+        return analyzer.analyze_images([decoded], features=features, multi=multi)[0]
+    res = next(iter(analyzer.analyze_uris([image], features=features, multi=multi)))
+    if res.error:
+        raise BadRequest(res.error)
+    return res
+
+
+def _person(lake: Lake, person_id: str, list_id: str | None) -> dict:
+    pid = validate.uuid_str(person_id, "person_id")
+    lid = validate.uuid_str(list_id, "list_id") if list_id else DEFAULT_LIST_ID
+    rows = lake.read("persons", where={"person_id": pid, "list_id": lid}).to_pylist()
+    if not rows:
+        raise NotFound(f"person {pid} not found in list {lid}")
+    return rows[0]
+
+
+def create_person(
+    lake: Lake,
+    analyzer: Analyzer,
+    image: str | bytes,
+    *,
+    list_id: str | None = None,
+    replace_person_id: str | None = None,
+    fields: Iterable[str] | None = None,
+    multi: bool = False,
+    drop_image: bool = False,
+    new_person_threshold: str = "no_match",
+    new_person_yaw_max: int | str = 30,
+    new_person_square_min: int | str = 112,
+    feature_check: Iterable[str] | str | None = None,
+    bbox: bool = False,
+    bbox_pro: bool = False,
+    thumb: bool = False,
+) -> dict:
+    """Create a person per face (the largest only unless multi) in a list.
+
+    new_person_threshold is a duplicate check: a face that already scores at least that much against a person
+    of the list creates nothing and reports the match. With replace_person_id the largest face replaces that
+    person's face (its id, creation time and, unless new ones are given, its fields are kept).
+    """
+    t0 = time.perf_counter()
+    lid = require_lists(lake, [list_id or DEFAULT_LIST_ID], "list_id")[0]
+    threshold = validate.threshold(new_person_threshold)
+    yaw_max = validate.angle(new_person_yaw_max)
+    square_min = validate.square(new_person_square_min)
+    feats = validate.features(feature_check)
+    new_fields = validate.fields(fields) if fields is not None else None
+    replaced = _person(lake, replace_person_id, lid) if replace_person_id else None
+    res = analyze_one(analyzer, image, features=feats, multi=multi and replaced is None)
+    engine = ActionEngine(lake, analyzer)
+    cal, searcher = engine.calibration, engine.searcher
+    thr = cal.threshold(threshold)
+    exclude = {replaced["person_id"]} if replaced else set()
+    persons, staged = [], []
+    for face in res.faces:
+        entry = face_json(face, bbox=bbox, bbox_pro=bbox_pro, thumb=thumb)
+        q = face.embedding[None, :]
+        best = searcher.search([lid], q, 1, exclude=exclude)[0]
+        best_score = round(float(cal.score(best[0][2])), 2) if best else None
+        if thr is None:
+            entry.update(created=False, reason="new_person_threshold is never")
+        elif best and best_score >= thr:
+            entry.update(
+                created=False,
+                reason="already in the list",
+                match={"person_id": best[0][0], "list_id": lid, "score": best_score},
+            )
+        elif face.square < square_min:
+            entry.update(created=False, reason=f"face square {face.square:g} px < new_person_square_min {square_min}")
+        elif abs(face.yaw) > yaw_max:
+            entry.update(created=False, reason=f"face yaw {face.yaw:g} deg > new_person_yaw_max {yaw_max}")
+        else:
+            row = person_row(
+                face,
+                res,
+                list_id=lid,
+                source_id=None,
+                group_id=None,
+                drop_image=drop_image,
+                model=engine.model,
+                fields=new_fields or [],
+                person_id=replaced["person_id"] if replaced else None,
+            )
+            if replaced:
+                row.update(
+                    created=replaced["created"],
+                    source_id=replaced["source_id"],
+                    group_id=replaced["group_id"],
+                    status=replaced["status"],
+                    fields=new_fields if new_fields is not None else replaced["fields"],
+                )
+            staged.append(row)
+            exclude.add(row["person_id"])
+            if replaced:
+                searcher.removed(lid, [row["person_id"]])
+            searcher.added(lid, [row["person_id"]], q)
+            entry.update(created=True, person_id=row["person_id"], list_id=lid)
+        persons.append(entry)
+    if staged:
+        version = (
+            lake.upsert("persons", staged, keys=["person_id", "list_id"])
+            if replaced
+            else lake.append("persons", staged)
+        )
+        searcher.committed(version)
+    n_created = sum(p["created"] for p in persons)
+    verb = "replaced" if replaced else "created"
+    message = f"{n_created} person(s) {verb}" if res.faces else "no faces found"
+    return {"status": "ok", "message": message, "faces_total": len(res.faces), "persons": persons, "spent": _spent(t0)}
+
+
+def _public(row: dict) -> dict:
+    created = row["created"].isoformat().replace("+00:00", "Z")
+    return {
+        "person_id": row["person_id"],
+        "list_id": row["list_id"],
+        "created": created,
+        "group_id": row["group_id"],
+        "source_id": row["source_id"],
+        "status": row["status"],
+        "features": [{"name": k, "value": v} for k, v in sorted(json.loads(row["features"] or "{}").items())],
+        "fields": list(row["fields"] or []),
+        "yaw": row["yaw"],
+        "image": row["image"] is not None,
+    }
+
+
+def get_person(lake: Lake, person_id: str, list_id: str | None = None) -> dict:
+    return _public(_person(lake, person_id, list_id))
+
+
+def update_person(
+    lake: Lake,
+    person_id: str,
+    *,
+    list_id: str | None = None,
+    fields: Iterable[str] | None = None,
+    drop_image: bool = False,
+) -> dict:
+    row = _person(lake, person_id, list_id)
+    if fields is not None:
+        row["fields"] = validate.fields(fields)
+    if drop_image:
+        row.update(image=None, thumb=None, image_uri=None)
+    row["updated"] = now()
+    lake.upsert("persons", [row], keys=["person_id", "list_id"], insert=False)
+    return {"status": "ok", "message": "operation succeeded"}
+
+
+def delete_person(lake: Lake, person_id: str, *, list_id: str | None = None) -> dict:
+    row = _person(lake, person_id, list_id)
+    lake.delete("persons", {"person_id": row["person_id"], "list_id": row["list_id"]})
+    return {"status": "ok", "message": "1 person(s) deleted"}

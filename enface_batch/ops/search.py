@@ -1,0 +1,79 @@
+"""Face search over person lists: one FAISS index per list, kept in step with the persons table.
+
+The persons table is the truth. An index file beside the tables is stamped with the persons-table version it
+reflects; on open it is reused when that version is current, re-stamped when the list's members did not
+change, and rebuilt from the table otherwise. Persons created by this process are added incrementally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+import numpy as np
+
+from ..index import PersonIndex
+from ..lake.store import Lake
+
+
+class Searcher:
+    def __init__(self, lake: Lake, dim: int) -> None:
+        self.lake, self.dim = lake, dim
+        self._indexes: dict[str, PersonIndex] = {}
+        self._dirty: set[str] = set()
+
+    def _path(self, list_id: str) -> str:
+        return self.lake.path("_index", f"{list_id}.faiss")
+
+    def index(self, list_id: str) -> PersonIndex:
+        version = self.lake.version("persons")
+        idx = self._indexes.get(list_id)
+        if idx is not None and idx.version == version:
+            return idx
+        if idx is None:
+            idx = PersonIndex.load(self._path(list_id), fs=self.lake.fs)
+        if idx is not None and idx.version != version:
+            current = self.lake.read("persons", where={"list_id": list_id}, columns=["person_id"], version=version)
+            if set(current["person_id"].to_pylist()) == set(idx.person_ids) and not idx.needs_rebuild:
+                idx.version = version
+            else:
+                idx = None
+        if idx is None:
+            rows = self.lake.read(
+                "persons", where={"list_id": list_id}, columns=["person_id", "embedding"], version=version
+            )
+            emb = (
+                np.asarray(rows["embedding"].to_pylist(), dtype=np.float32).reshape(-1, self.dim)
+                if rows.num_rows
+                else np.zeros((0, self.dim), np.float32)
+            )
+            idx = PersonIndex.build(rows["person_id"].to_pylist(), emb, version=version)
+            self._dirty.add(list_id)
+        self._indexes[list_id] = idx
+        return idx
+
+    def search(
+        self, list_ids: Iterable[str], queries: np.ndarray, k: int, *, exclude: Collection[str] = ()
+    ) -> list[list[tuple[str, str, float]]]:
+        """Per query, the k best (person_id, list_id, cosine) over all the lists, best first."""
+        merged: list[list[tuple[str, str, float]]] = [[] for _ in range(len(queries))]
+        for list_id in dict.fromkeys(list_ids):
+            for q, hits in enumerate(self.index(list_id).search(queries, k, exclude=exclude)):
+                merged[q].extend((pid, list_id, sim) for pid, sim in hits)
+        return [sorted(m, key=lambda h: -h[2])[:k] for m in merged]
+
+    def added(self, list_id: str, person_ids: list[str], embeddings: np.ndarray) -> None:
+        """Persons created in this process, visible to the next search before they are committed."""
+        self.index(list_id).add(person_ids, embeddings)
+        self._dirty.add(list_id)
+
+    def removed(self, list_id: str, person_ids: list[str]) -> None:
+        self.index(list_id).remove(person_ids)
+        self._dirty.add(list_id)
+
+    def committed(self, version: int) -> None:
+        """The persons table now holds everything added or removed here: stamp the indexes and save them."""
+        for list_id in self._dirty:
+            idx = self._indexes[list_id]
+            idx.version = version
+            idx.save(self._path(list_id), fs=self.lake.fs)
+        self._dirty.clear()
