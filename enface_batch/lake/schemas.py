@@ -106,6 +106,18 @@ TABLES: dict[str, pa.Schema] = {
             ("model", pa.string()),
         ],
     ),
+    "files": _schema(
+        "files",
+        [
+            ("uri", pa.string()),  # every path seen under a source: copies and renames each have a row
+            ("source_id", pa.string()),
+            ("sha256", pa.string()),  # the content it held when last read; joins images.image_sha256
+            ("size_bytes", pa.int64()),
+            ("mtime", pa.string()),  # modification time or ETag as the store reports it: unchanged => not re-read
+            ("run_id", pa.string()),
+            ("seen", ts),
+        ],
+    ),
     "images": _schema(
         "images",
         [
@@ -158,6 +170,33 @@ TABLES: dict[str, pa.Schema] = {
             ("decision", pa.string()),  # matched | created | never | below_square | above_yaw | no_add_list
             ("rules", pa.string()),  # JSON: the effective threshold, square, yaw, lists and where each came from
             ("spent_ms", pa.float32()),
+        ],
+    ),
+    "person_faces": _schema(
+        "person_faces",
+        [
+            ("person_id", pa.string()),  # extra faces of a person, e.g. from persons merged into it by dedup
+            ("list_id", pa.string()),
+            ("face_id", pa.string()),
+            ("embedding", floats),
+            ("image_sha256", pa.string()),
+            ("image_uri", pa.string()),
+            ("face_index", pa.int32()),
+            ("thumb", pa.binary()),
+            ("from_person_id", pa.string()),  # the person it belonged to before a merge
+            ("added", ts),
+        ],
+    ),
+    "merges": _schema(
+        "merges",
+        [
+            ("merge_id", pa.string()),
+            ("run_id", pa.string()),
+            ("list_id", pa.string()),
+            ("kept_person_id", pa.string()),
+            ("merged_person_ids", strings),
+            ("score", pa.float32()),  # the lowest link score that joined the cluster
+            ("created", ts),
         ],
     ),
     "users": _schema(
