@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,s3]'
+	$(BIN)/pip install -q -e '.[test,s3,dask]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -77,3 +77,18 @@ def lake(request, tmp_path):
         request.getfixturevalue("s3_endpoint")
         return Lake(f"s3://enface/{uuid.uuid4().hex}")
     return Lake(tmp_path / "lake")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One temporary Prefect API (SQLite) for the session, offline: no telemetry, its home in a temp dir."""
+    import os
+
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

@@ -230,14 +230,21 @@ class ActionEngine:
             return "above_yaw"
         return "create"
 
-    def commit(self) -> None:
-        """Persons first, then the actions that reference them: each is one atomic Delta commit."""
+    def commit_persons(self) -> None:
         if self.persons:
             version = self.lake.append("persons", self.persons)
             self.searcher.committed(version)
+            self.persons = []
+
+    def commit_actions(self) -> None:
         if self.actions:
             self.lake.append("actions", self.actions)
-        self.persons, self.actions = [], []
+            self.actions = []
+
+    def commit(self) -> None:
+        """Persons first, then the actions that reference them: each is one atomic Delta commit."""
+        self.commit_persons()
+        self.commit_actions()
 
 
 def action(

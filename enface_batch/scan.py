@@ -1,0 +1,292 @@
+"""Scanning a source: list its files, skip what is done, analyse the rest, apply the action rules, commit.
+
+This module has no Prefect in it: flows/scan.py only decides where `analyze_chunk` runs (threads, processes,
+a Dask cluster) and feeds the results to one `ScanWriter`, the single writer of the lake.
+
+Idempotence and crash safety: a file whose (path, size, mtime) is unchanged is not read again; a file is hashed
+and a content already in the source's images table is not analysed again (renames and copies), while an edited
+file is. For each chunk the writer commits persons, faces and actions first and the images rows last: an
+images row is the "done" marker. A run killed at any point leaves rows whose image has no marker; the next run
+deletes exactly those before it starts (`recover`), then redoes their images, so nothing is duplicated or lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import fsspec
+
+from . import imaging
+from .analyze import Analyzer, ImageResult
+from .lake.store import Lake, fsspec_options, now
+from .ops.action import ActionEngine, Rules, resolve_rules
+from .ops.catalog import get_source
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    uri: str
+    size: int
+    mtime: str
+
+
+@dataclass
+class Summary:
+    source_id: str
+    run_id: str
+    files_seen: int = 0
+    files_unchanged: int = 0
+    duplicates: int = 0  # files whose content was already analysed (copies, renames, touched files)
+    images_new: int = 0  # contents analysed in this run
+    images_failed: int = 0
+    images_no_faces: int = 0
+    faces: int = 0
+    persons_created: int = 0
+    faces_matched: int = 0
+    seconds: float = 0.0
+    recovered_rows: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> int:
+        return self.files_unchanged + self.duplicates
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["skipped"] = self.skipped
+        d["images_per_second"] = round(self.images_new / self.seconds, 2) if self.seconds else None
+        return d
+
+
+def _mtime(info: dict) -> str:
+    for key in ("mtime", "LastModified", "last_modified", "ETag", "etag", "created"):
+        if info.get(key) is not None:
+            return str(info[key])
+    return ""
+
+
+def list_files(uri: str) -> list[FileEntry]:
+    """Every non-hidden file under a source URI with its size and modification stamp, in sorted order."""
+    fs, root = fsspec.core.url_to_fs(uri, **fsspec_options(uri))
+    if fs.isfile(root):
+        infos = {root: fs.info(root)}
+    else:
+        infos = fs.find(root, detail=True, withdirs=False)
+    out = []
+    prefix = uri[: len(uri) - len(uri.split("://", 1)[-1])] if "://" in uri else ""
+    for path, info in sorted(infos.items()):
+        rel = path[len(root.rstrip("/")) + 1 :] if path != root else path.rsplit("/", 1)[-1]
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        full = prefix + path if prefix and not path.startswith(prefix) else path
+        out.append(FileEntry(full, int(info.get("size") or 0), _mtime(info)))
+    return out
+
+
+def file_sha256(uri: str) -> str:
+    """Hash in blocks: the archive may hold files far larger than memory should."""
+    h = hashlib.sha256()
+    with fsspec.open(uri, "rb", **fsspec_options(uri)) as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_files(entries: Iterable[FileEntry], threads: int = 8) -> Iterator[tuple[FileEntry, str | None]]:
+    """(entry, sha256) in input order; None when the file cannot be read (it is analysed to record why)."""
+
+    def one(e: FileEntry) -> tuple[FileEntry, str | None]:
+        try:
+            return e, file_sha256(e.uri)
+        except OSError:
+            return e, None
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hash") as pool:
+        yield from pool.map(one, entries)
+
+
+@dataclass
+class Plan:
+    """What a run has to do for one source."""
+
+    source: dict
+    files: list[FileEntry]
+    unchanged: list[FileEntry]
+    analyse: list[tuple[str, str]]  # (uri, sha256) of contents never analysed, first path of each
+    aliases: dict[str, list[FileEntry]]  # sha256 -> every changed file holding it (for the files table)
+
+
+def plan(lake: Lake, source_id: str, *, hash_threads: int = 8) -> Plan:
+    source = get_source(lake, source_id)
+    if not source["uri"]:
+        raise ValueError(f"source {source['name']!r} ({source_id}) has no uri to scan; set one with `enface apply`")
+    files = list_files(source["uri"])
+    sid = source["source_id"]
+    known_files = {
+        (r["uri"], r["size_bytes"], r["mtime"])
+        for r in lake.read("files", where={"source_id": sid}, columns=["uri", "size_bytes", "mtime"]).to_pylist()
+    }
+    known = set(lake.read("images", where={"source_id": sid}, columns=["image_sha256"])["image_sha256"].to_pylist())
+    unchanged = [f for f in files if (f.uri, f.size, f.mtime) in known_files]
+    changed = [f for f in files if (f.uri, f.size, f.mtime) not in known_files]
+    analyse: list[tuple[str, str]] = []
+    aliases: dict[str, list[FileEntry]] = {}
+    for entry, sha in hash_files(changed, threads=hash_threads):
+        key = sha or f"unreadable:{entry.uri}"
+        if key not in known and key not in aliases:
+            analyse.append((entry.uri, sha or ""))
+        aliases.setdefault(key, []).append(entry)
+    return Plan(source, files, unchanged, analyse, aliases)
+
+
+def chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def analyze_chunk(analyzer: Analyzer, uris: list[str], features: list[str]) -> list[ImageResult]:
+    """The workers' job: every face of every image (multi), with the source's features."""
+    return list(analyzer.analyze_uris(uris, features=features, multi=True))
+
+
+class ScanWriter:
+    """The single writer of a scan: applies the action rules to analysed images and commits chunk by chunk."""
+
+    def __init__(self, lake: Lake, analyzer: Analyzer, plan: Plan, *, run_id: str | None = None) -> None:
+        self.lake, self.plan = lake, plan
+        self.run_id = run_id or str(uuid.uuid4())
+        self.engine = ActionEngine(lake, analyzer)
+        self.rules: Rules = resolve_rules(lake, self.engine.calibration, source_id=plan.source["source_id"])
+        self.model = analyzer.pack.version
+        self.summary = Summary(
+            plan.source["source_id"], self.run_id, files_seen=len(plan.files), files_unchanged=len(plan.unchanged)
+        )
+        self._t0 = time.perf_counter()
+
+    @property
+    def features(self) -> list[str]:
+        return self.rules.feature_check
+
+    def recover(self) -> dict[str, int]:
+        """Delete rows a killed run left for images it never marked done (see the module docstring)."""
+        sid = self.plan.source["source_id"]
+        done = set(
+            self.lake.read("images", where={"source_id": sid}, columns=["image_sha256"])["image_sha256"].to_pylist()
+        )
+        removed = {}
+        for table in ("persons", "faces", "actions"):
+            rows = self.lake.read(table, where={"source_id": sid}, columns=["image_sha256"])["image_sha256"]
+            orphans = sorted({h for h in rows.to_pylist() if h not in done})
+            if orphans:
+                self.lake.delete(table, {"source_id": sid, "image_sha256": orphans})
+                removed[table] = len(orphans)
+        self.summary.recovered_rows = removed
+        return removed
+
+    def write(self, results: list[ImageResult]) -> None:
+        """Search, enrol and commit one chunk of analysed images (in the order given)."""
+        sid, t = self.plan.source["source_id"], now()
+        faces_rows, image_rows = [], []
+        for res in results:
+            sha = res.sha256 or f"unreadable:{res.uri}"
+            outcomes = self.engine.process(res, self.rules, results=1, run_id=self.run_id) if res.faces else []
+            for face in res.faces:
+                faces_rows.append(
+                    {
+                        "image_sha256": sha,
+                        "uri": res.uri,
+                        "source_id": sid,
+                        "face_index": face.index,
+                        "bbox": face.bbox,
+                        "bbox_pro": face.bbox_pro,
+                        "det_score": face.det_score,
+                        "landmarks": face.landmarks,
+                        "square": face.square,
+                        "yaw": face.yaw,
+                        "pitch": face.pitch,
+                        "roll": face.roll,
+                        "embedding": face.embedding.tolist(),
+                        "gender": face.features.get("gender"),
+                        "gender_score": face.features.get("gender_score"),
+                        "age": face.features.get("age"),
+                        "run_id": self.run_id,
+                        "model": self.model,
+                    }
+                )
+            image_rows.append(
+                {
+                    "image_sha256": sha,
+                    "uri": res.uri,
+                    "source_id": sid,
+                    "size_bytes": res.size_bytes,
+                    "width": res.width,
+                    "height": res.height,
+                    "format": res.format,
+                    "status": res.status,
+                    "reason": res.reason,
+                    "message": res.error,
+                    "faces": len(res.faces),
+                    "run_id": self.run_id,
+                    "scanned": t,
+                    "model": self.model,
+                }
+            )
+            s = self.summary
+            s.images_new += 1
+            s.images_failed += res.status == "error"
+            s.images_no_faces += res.status == "no_faces"
+            s.faces += len(res.faces)
+            s.persons_created += sum(len(o["persons_created"]) for o in outcomes)
+            s.faces_matched += sum(o["decision"] == "matched" for o in outcomes)
+        # Rows that point at the images first; the images rows, the "done" markers, last.
+        self.engine.commit_persons()
+        self.lake.append("faces", faces_rows)
+        self.engine.commit_actions()
+        self.lake.append("images", image_rows)
+        self._write_files({r["image_sha256"] for r in image_rows})
+
+    def _write_files(self, shas: set[str]) -> None:
+        rows = [
+            {
+                "uri": e.uri,
+                "source_id": self.plan.source["source_id"],
+                "sha256": sha,
+                "size_bytes": e.size,
+                "mtime": e.mtime,
+                "run_id": self.run_id,
+                "seen": now(),
+            }
+            for sha in shas
+            for e in self.plan.aliases.get(sha, [])
+        ]
+        if rows:
+            self.lake.upsert("files", rows, keys=["uri", "source_id"])
+
+    def finish(self) -> Summary:
+        """Record the files whose content was known already (copies, renames, touched files)."""
+        analysed = {sha or f"unreadable:{uri}" for uri, sha in self.plan.analyse}
+        known = {sha for sha in self.plan.aliases if sha not in analysed}
+        self.summary.duplicates = sum(len(self.plan.aliases[s]) for s in known) + sum(
+            len(self.plan.aliases[s]) - 1 for s in analysed if s in self.plan.aliases
+        )
+        self._write_files(known)
+        self.summary.seconds = round(time.perf_counter() - self._t0, 2)
+        return self.summary
+
+
+def scan_source(
+    lake: Lake, analyzer: Analyzer, source_id: str, *, chunk_size: int = 16, run_id: str | None = None, on_chunk=None
+) -> Summary:
+    """One source, in this process (the flow runs the same steps with chunks fanned out to workers)."""
+    p = plan(lake, source_id)
+    writer = ScanWriter(lake, analyzer, p, run_id=run_id)
+    writer.recover()
+    for chunk in chunks([u for u, _ in p.analyse], chunk_size):
+        writer.write(analyze_chunk(analyzer, chunk, writer.features))
+        if on_chunk:
+            on_chunk(len(chunk))
+    return writer.finish()

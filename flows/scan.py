@@ -1,0 +1,161 @@
+"""The main job: scan sources, analyse new images on workers, apply the action rules, one writer commits.
+
+    enface run [SOURCE ...] [--runner threads|processes|dask] [--workers N] [--dask-address tcp://...]
+
+Workers only analyse (decode, detect, embed, attributes) chunks of images; the flow process is the single
+writer of the lake (search, auto-enrolment and commits), as enface_batch.scan describes. At most
+2 x workers chunks are in flight, so memory stays bounded however large the archive.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+
+from enface_batch.analyze import Analyzer, ImageResult
+from enface_batch.lake.store import Lake
+from enface_batch.models import load_pack
+from enface_batch.ops.catalog import list_sources
+from enface_batch.scan import ScanWriter, Summary, analyze_chunk, chunks, plan
+
+_ANALYZERS: dict[int | None, Analyzer] = {}
+
+
+def worker_analyzer(threads: int | None = None) -> Analyzer:
+    """Models load once per worker process (and once in the flow process, shared by its threads)."""
+    if threads not in _ANALYZERS:
+        _ANALYZERS[threads] = Analyzer(load_pack(threads=threads))
+    return _ANALYZERS[threads]
+
+
+@task(name="analyze-chunk", retries=1, persist_result=False, log_prints=False)
+def analyze_chunk_task(uris: list[str], features: list[str], threads: int | None) -> list[ImageResult]:
+    return analyze_chunk(worker_analyzer(threads), uris, features)
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def make_runner(kind: str = "threads", workers: int | None = None, dask_address: str | None = None) -> TaskRunner:
+    workers = workers or cores()
+    if kind == "threads":
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if kind == "processes":
+        return ProcessPoolTaskRunner(max_workers=workers)
+    if kind == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError as exc:  # pragma: no cover - the dask extra is part of the test setup
+            raise RuntimeError("the dask runner needs the 'dask' extra: pip install 'enface-batch[dask]'") from exc
+        if dask_address:
+            return DaskTaskRunner(address=dask_address)
+        return DaskTaskRunner(
+            cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+        )
+    raise ValueError(f"runner must be threads, processes or dask, not {kind!r}")
+
+
+def _source_ids(lake: Lake, sources: list[str] | None) -> list[dict]:
+    """Sources by id or name; none given = every source that has a uri."""
+    all_sources = [s for s in list_sources(lake) if s["uri"]]
+    if not sources:
+        return all_sources
+    picked = []
+    for key in sources:
+        match = [s for s in all_sources if key in (s["source_id"], s["name"])]
+        if not match:
+            raise ValueError(f"no source with a uri named or identified {key!r}; see `enface source ls`")
+        picked.extend(match)
+    return picked
+
+
+def summary_markdown(summaries: list[Summary]) -> str:
+    head = (
+        "| source | files | unchanged | duplicates | analysed | failed | no faces | faces | persons created "
+        "| faces matched | seconds | images/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = "".join(
+        f"| {s.source_id[:8]} | {s.files_seen} | {s.files_unchanged} | {s.duplicates} | {s.images_new} | "
+        f"{s.images_failed} | {s.images_no_faces} | {s.faces} | {s.persons_created} | {s.faces_matched} | "
+        f"{s.seconds} | {s.as_dict()['images_per_second'] or '-'} |\n"
+        for s in summaries
+    )
+    return "# Scan summary\n\n" + head + rows
+
+
+@flow(name="scan", log_prints=True)
+def scan(
+    sources: list[str] | None = None, lake: str | None = None, chunk_size: int = 16, workers: int | None = None
+) -> list[dict]:
+    """Scan sources (ids or names; all with a uri when none given) into the lake."""
+    log = get_run_logger()
+    lk = Lake(lake)
+    workers = workers or cores()
+    threads = max(1, cores() // workers)
+    writer_analyzer = worker_analyzer(threads)
+    summaries = []
+    for source in _source_ids(lk, sources):
+        p = plan(lk, source["source_id"])
+        writer = ScanWriter(lk, writer_analyzer, p)
+        recovered = writer.recover()
+        if recovered:
+            log.warning(f"source {source['name']}: removed rows of an interrupted run {recovered}; redoing them")
+        todo = list(chunks([u for u, _ in p.analyse], chunk_size))
+        log.info(
+            f"source {source['name']} ({p.source['uri']}): {len(p.files)} files, {len(p.unchanged)} unchanged, "
+            f"{len(p.analyse)} new contents in {len(todo)} chunks"
+        )
+        progress = create_progress_artifact(0.0, description=f"scan of {source['name']}") if todo else None
+        inflight: deque = deque()
+        done = 0
+        t0 = time.perf_counter()
+        for chunk in todo:
+            inflight.append((len(chunk), analyze_chunk_task.submit(chunk, writer.features, threads)))
+            if len(inflight) >= 2 * workers:
+                done += _drain_one(inflight, writer)
+                _progress(progress, done, len(p.analyse), t0, log, source["name"])
+        while inflight:
+            done += _drain_one(inflight, writer)
+            _progress(progress, done, len(p.analyse), t0, log, source["name"])
+        summary = writer.finish()
+        summaries.append(summary)
+        log.info(f"source {source['name']}: {summary.as_dict()}")
+    create_markdown_artifact(summary_markdown(summaries), key="scan-summary", description="enface scan summary")
+    return [s.as_dict() for s in summaries]
+
+
+def _drain_one(inflight: deque, writer: ScanWriter) -> int:
+    """Commit the oldest chunk: results are written in listing order, whatever order workers finish in."""
+    n, fut = inflight.popleft()
+    writer.write(fut.result())
+    return n
+
+
+def _progress(artifact_id, done: int, total: int, t0: float, log, name: str) -> None:
+    rate = done / max(time.perf_counter() - t0, 1e-6)
+    if artifact_id:
+        update_progress_artifact(artifact_id, progress=100.0 * done / max(total, 1))
+    log.info(f"{name}: {done}/{total} images analysed ({rate:.1f} images/s)")
+
+
+def run_scan(
+    sources: list[str] | None = None,
+    *,
+    lake: str | None = None,
+    runner: str = "threads",
+    workers: int | None = None,
+    dask_address: str | None = None,
+    chunk_size: int = 16,
+) -> list[dict]:
+    """Run the scan flow with the chosen task runner (a temporary Prefect server starts if none is set)."""
+    flow_ = scan.with_options(task_runner=make_runner(runner, workers, dask_address))
+    return flow_(sources=sources, lake=lake, chunk_size=chunk_size, workers=workers)
