@@ -311,7 +311,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="sizes 1k,10k and a short crossover sweep")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--nprobe", default="0.1,0.25,0.4,0.5,0.75", help="IVF nprobe/nlist fractions to sweep")
-    ap.add_argument("--sweep", default="1000,2000,5000,10000,20000,50000,200000", help="crossover sweep sizes ('' = off)")
+    ap.add_argument(
+        "--sweep", default="1000,2000,5000,10000,20000,50000,200000", help="crossover sweep sizes ('' = off)"
+    )
     ap.add_argument("--extra", action="store_true", help="also raw IVF-SQ8 and HNSW32 (efC 200)")
     ap.add_argument("--hnsw-max", type=int, default=100_000, help="largest size to build HNSW for with --extra")
     ap.add_argument("--threads", type=int, default=0, help="FAISS threads (0 = all cores)")

@@ -422,5 +422,23 @@ def action_cmd(
     )
 
 
+@app.command("apply")
+def apply_cmd(
+    file: Annotated[Path, typer.Argument(help="YAML file of lists, groups and sources (see configs/example.yaml)")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing")] = False,
+    lake: LakeOpt = None,
+) -> None:
+    """Create or update the person lists, groups and sources a YAML file describes; unchanged ones stay as they are."""
+    from .lake.store import Lake
+    from .ops import config
+
+    def run() -> dict:
+        cfg = config.load(file)  # a bad file fails here, before the lake is opened (or created)
+        # --dry-run does not create a missing lake: it plans against the seed's defaults.
+        return config.apply(Lake(lake, create=False) if dry_run else _lake(lake), cfg, dry_run=dry_run)
+
+    _run(run)
+
+
 if __name__ == "__main__":
     app()

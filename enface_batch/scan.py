@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 import fsspec
 
-from . import imaging
 from .analyze import Analyzer, ImageResult
 from .lake.store import Lake, fsspec_options, now
 from .ops.action import ActionEngine, Rules, resolve_rules

@@ -125,3 +125,52 @@ def list_sources(lake: Lake, group_id: str | None = None) -> list[dict]:
     return [
         _iso({**r, "default": r["source_id"] == DEFAULT_SOURCE_ID}) for r in sorted(rows, key=lambda r: r["created"])
     ]
+
+
+# -- updates (keep the id and the creation time) ------------------------------------------------------------
+SOURCE_SETTINGS = (
+    "name",
+    "group_id",
+    "uri",
+    "new_person_threshold",
+    "new_person_square_min",
+    "new_person_angle_max",
+    "person_list_add",
+    "feature_check",
+)
+
+
+def update_group(lake: Lake, group_id: str, *, person_list_search: Iterable[str] | None) -> dict:
+    """Replace a group's person_list_search (validated like create_group), keeping its id, name and creation time."""
+    t0 = time.perf_counter()
+    row = get_group(lake, group_id)
+    row["person_list_search"] = require_lists(lake, person_list_search or [], "person_list_search")
+    lake.upsert("source_groups", [row], keys=["group_id"], insert=False)
+    return {"status": "ok", "message": "source group updated", "group_id": row["group_id"], "spent": _spent(t0)}
+
+
+def update_source(lake: Lake, source_id: str, **settings: object) -> dict:
+    """Change the given settings of a source (validated like create_source); the others, its id and creation
+    time stay. Settings: name, group_id, uri, new_person_threshold, new_person_square_min,
+    new_person_angle_max, person_list_add, feature_check."""
+    t0 = time.perf_counter()
+    unknown = sorted(set(settings) - set(SOURCE_SETTINGS))
+    if unknown:
+        raise BadRequest(f"unknown source setting(s) {unknown}; settings are {', '.join(SOURCE_SETTINGS)}")
+    row = get_source(lake, source_id)
+    checks = {
+        "name": validate.name,
+        "group_id": lambda v: get_group(lake, v)["group_id"],
+        "uri": lambda v: v,
+        "new_person_threshold": validate.threshold,
+        "new_person_square_min": validate.square,
+        "new_person_angle_max": lambda v: validate.angle(v, "new_person_angle_max"),
+        "person_list_add": lambda v: require_lists(lake, validate.uuid_list(v, "person_list_add"), "person_list_add"),
+        "feature_check": validate.features,
+    }
+    for key, value in settings.items():
+        row[key] = checks[key](value)
+    if row["uri"] is not None and not str(row["uri"]).strip():
+        raise BadRequest("uri must not be empty")
+    lake.upsert("sources", [row], keys=["source_id"], insert=False)
+    return {"status": "ok", "message": "source updated", "source_id": row["source_id"], "spent": _spent(t0)}
