@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 	$(BIN)/enface models fetch
 
+DEMO_LAKE ?= demo-lake
+
 demo: setup
-	$(BIN)/enface detect "$$($(BIN)/enface models demo)" --multi --features gender,age --bbox
+	ENFACE_DEMO_DIR="$$($(BIN)/enface models demo)" $(BIN)/enface apply configs/example.yaml --lake $(DEMO_LAKE)
+	$(BIN)/enface run --lake $(DEMO_LAKE)
+	$(BIN)/enface list ls --lake $(DEMO_LAKE)
 
 test: setup
 	$(BIN)/ruff check .

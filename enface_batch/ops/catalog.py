@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterable
@@ -84,6 +85,13 @@ def list_groups(lake: Lake) -> list[dict]:
     return [_iso({**r, "default": r["group_id"] == DEFAULT_GROUP_ID}) for r in sorted(rows, key=lambda r: r["created"])]
 
 
+def _absolute(uri: str | None) -> str | None:
+    """Local paths are stored absolute, so a scan finds them from any working directory."""
+    if uri is None or "://" in uri:
+        return uri
+    return os.path.abspath(os.path.expanduser(uri))
+
+
 # -- sources ---------------------------------------------------------------------------------------------
 def create_source(
     lake: Lake,
@@ -103,7 +111,7 @@ def create_source(
         "source_id": str(uuid.uuid4()),
         "group_id": get_group(lake, group_id)["group_id"],
         "name": validate.name(name),
-        "uri": uri,
+        "uri": _absolute(uri),
         "new_person_threshold": validate.threshold(new_person_threshold),
         "new_person_square_min": validate.square(new_person_square_min),
         "new_person_angle_max": validate.angle(new_person_angle_max, "new_person_angle_max"),
