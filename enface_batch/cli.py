@@ -475,5 +475,79 @@ def run_cmd(
     _print({"status": "ok", "sources": summaries})
 
 
+@app.command("dedup")
+def dedup_cmd(
+    list_id: Annotated[str, typer.Option("--list-id", help="The person list to deduplicate")],
+    threshold: Annotated[
+        str, typer.Option("--threshold", help="Enface score two persons must reach to merge: 80, 85, 90, 95, no_match")
+    ] = "90",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report the merges; write nothing")] = False,
+    lake: LakeOpt = None,
+) -> None:
+    """Merge the persons of a list that are the same person into the oldest of them (faces and fields kept)."""
+    from .ops.dedup import dedup
+
+    _run(dedup, _lake(lake), list_id, threshold=threshold, dry_run=dry_run)
+
+
+@app.command("enrol")
+def enrol_cmd(
+    source: Annotated[str, typer.Argument(help="Folder-per-person tree, or a CSV manifest (image,list,fields,person)")],
+    list_id: ListId = None,
+    drop_image: Annotated[bool, typer.Option("--drop-image")] = False,
+    new_person_threshold: Annotated[
+        str | None, typer.Option("--new-person-threshold", help="Skip faces already matching someone (80..95)")
+    ] = None,
+    lake: LakeOpt = None,
+) -> None:
+    """Create persons from a folder-per-person tree or a CSV manifest."""
+    from .ops.enrol import enrol
+
+    _run(
+        enrol,
+        _lake(lake),
+        _analyzer(),
+        source,
+        list_id=list_id,
+        drop_image=drop_image,
+        new_person_threshold=new_person_threshold,
+    )
+
+
+@app.command("reindex")
+def reindex_cmd(
+    list_id: Annotated[list[str] | None, typer.Option("--list-id", help="Only these lists; repeatable")] = None,
+    lake: LakeOpt = None,
+) -> None:
+    """Rebuild the FAISS indexes of person lists from the persons table."""
+    from .ops.search import reindex
+
+    _run(reindex, _lake(lake), _analyzer().pack.embedder.dim, list_id)
+
+
+@app.command("schedule")
+def schedule_cmd(
+    sources: Annotated[list[str] | None, typer.Argument(help="Source names or ids; none = all with a uri")] = None,
+    cron: Annotated[
+        str, typer.Option("--cron", help="When to scan, cron syntax (default: nightly at 02:00)")
+    ] = "0 2 * * *",
+    name: Annotated[str, typer.Option("--name", help="Deployment name")] = "nightly-scan",
+    runner: Annotated[str, typer.Option("--runner")] = "threads",
+    workers: Annotated[int | None, typer.Option("--workers")] = None,
+    lake: LakeOpt = None,
+) -> None:
+    """Serve the scan flow on a schedule (a long-running process; point PREFECT_API_URL at a Prefect server)."""
+    _offline_prefect()
+    from flows.scan import make_runner, scan
+
+    flow_ = scan.with_options(task_runner=make_runner(runner, workers))
+    flow_.serve(
+        name=name,
+        cron=cron,
+        pause_on_shutdown=False,
+        parameters={"sources": sources or None, "lake": lake, "workers": workers},
+    )
+
+
 if __name__ == "__main__":
     app()

@@ -62,6 +62,7 @@ def create_person(
     bbox: bool = False,
     bbox_pro: bool = False,
     thumb: bool = False,
+    duplicate_check: bool = True,
 ) -> dict:
     """Create a person per face (the largest only unless multi) in a list.
 
@@ -90,7 +91,7 @@ def create_person(
         best_score = round(float(cal.score(best[0][2])), 2) if best else None
         if thr is None:
             entry.update(created=False, reason="new_person_threshold is never")
-        elif best and best_score >= thr:
+        elif duplicate_check and best and best_score >= thr:
             entry.update(
                 created=False,
                 reason="already in the list",

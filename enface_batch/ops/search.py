@@ -15,6 +15,17 @@ from ..index import PersonIndex
 from ..lake.store import Lake
 
 
+def build_index(lake: Lake, list_id: str, dim: int, version: int) -> PersonIndex:
+    """A list's index from the persons table as of `version` (the truth)."""
+    rows = lake.read("persons", where={"list_id": list_id}, columns=["person_id", "embedding"], version=version)
+    emb = (
+        np.asarray(rows["embedding"].to_pylist(), dtype=np.float32).reshape(-1, dim)
+        if rows.num_rows
+        else np.zeros((0, dim), np.float32)
+    )
+    return PersonIndex.build(rows["person_id"].to_pylist(), emb, version=version)
+
+
 class Searcher:
     def __init__(self, lake: Lake, dim: int) -> None:
         self.lake, self.dim = lake, dim
@@ -77,3 +88,15 @@ class Searcher:
             idx.version = version
             idx.save(self._path(list_id), fs=self.lake.fs)
         self._dirty.clear()
+
+
+def reindex(lake: Lake, dim: int, list_ids: Iterable[str] | None = None) -> dict:
+    """Rebuild and save the FAISS index of each list (all lists by default) from the persons table."""
+    ids = list(list_ids) if list_ids else lake.read("person_lists", columns=["list_id"])["list_id"].to_pylist()
+    version = lake.version("persons")
+    built = {}
+    for list_id in ids:
+        idx = build_index(lake, list_id, dim, version)
+        idx.save(lake.path("_index", f"{list_id}.faiss"), fs=lake.fs)
+        built[list_id] = {"persons": len(idx), "kind": idx.kind}
+    return {"status": "ok", "version": version, "lists": built}

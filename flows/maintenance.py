@@ -1,0 +1,46 @@
+"""Enrol, dedup and reindex flows: thin Prefect wrappers over enface_batch.ops, with a summary artifact."""
+
+from __future__ import annotations
+
+import json
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from enface_batch.lake.store import Lake
+from enface_batch.ops.enrol import enrol
+from enface_batch.ops.search import reindex
+
+from .scan import worker_analyzer
+
+
+def _report(key: str, title: str, result: dict) -> dict:
+    shown = {k: v for k, v in result.items() if k not in ("merged", "errors", "skipped")}
+    body = f"# {title}\n\n```json\n{json.dumps(shown, indent=2, default=str)}\n```\n"
+    create_markdown_artifact(body, key=key, description=title)
+    get_run_logger().info(f"{title}: {shown}")
+    return result
+
+
+@flow(name="enrol", log_prints=True)
+def enrol_flow(source: str, list_id: str | None = None, lake: str | None = None, drop_image: bool = False,
+               new_person_threshold: str | None = None) -> dict:
+    """Persons from a folder-per-person tree or a CSV manifest."""
+    result = enrol(Lake(lake), worker_analyzer(), source, list_id=list_id, drop_image=drop_image,
+                   new_person_threshold=new_person_threshold)
+    return _report("enrol-summary", "Enrolment", result)
+
+
+@flow(name="dedup", log_prints=True)
+def dedup_flow(list_id: str, lake: str | None = None, threshold: str = "90", dry_run: bool = False) -> dict:
+    """Merge persons of a list that are the same person; every merge is recorded in the merges table."""
+    from enface_batch.ops.dedup import dedup
+
+    return _report("dedup-summary", "Dedup", dedup(Lake(lake), list_id, threshold=threshold, dry_run=dry_run))
+
+
+@flow(name="reindex", log_prints=True)
+def reindex_flow(lake: str | None = None, list_ids: list[str] | None = None) -> dict:
+    """Rebuild the FAISS indexes from the persons table."""
+    dim = worker_analyzer().pack.embedder.dim
+    return _report("reindex-summary", "Reindex", reindex(Lake(lake), dim, list_ids))
