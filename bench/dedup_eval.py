@@ -141,8 +141,10 @@ def evaluate(name: str, emb: dict[str, np.ndarray], embedder: str, linkages: lis
         lake = Lake(Path(tmp) / "lake")
         list_id, truth = enrol(lake, emb)
         print(f"\n## {name}: {len(truth)} persons, {len(set(truth.values()))} identities\n")
-        print("| linkage | threshold | pairwise precision | pairwise recall | persons after | identities |"
-              " clusters with 2+ identities | identities split | seconds |")
+        print(
+            "| linkage | threshold | pairwise precision | pairwise recall | persons after | identities |"
+            " clusters with 2+ identities | identities split | seconds |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         for linkage in linkages:
             for thr in THRESHOLDS:

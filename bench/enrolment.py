@@ -32,8 +32,13 @@ def fr_identity(path: str) -> str | None:
     if "knn_examples" in p.parts and p.parent.name != "test":
         return p.parent.name
     name = re.sub(r"[-_]?(\d+|small|\d+p)$", "", p.stem.lower())
-    return {"obama": "obama", "biden": "biden", "alex-lacamoire": "alex_lacamoire",
-            "lin-manuel-miranda": "lin_manuel_miranda", "alex_lacamoire": "alex_lacamoire"}.get(name)
+    return {
+        "obama": "obama",
+        "biden": "biden",
+        "alex-lacamoire": "alex_lacamoire",
+        "lin-manuel-miranda": "lin_manuel_miranda",
+        "alex_lacamoire": "alex_lacamoire",
+    }.get(name)
 
 
 def deepface_identities(root: Path) -> dict[str, str]:
@@ -71,10 +76,12 @@ def run(name: str, uris: list[str], label: dict[str, str | None], an: Analyzer) 
         created = lake.read("persons").num_rows
         pure = sum(c.most_common(1)[0][1] for c in by_person.values())
         split = Counter(c.most_common(1)[0][0] for c in by_person.values())
-        print(f"{name}: {len(uris)} images, {sum(len(r['faces']) for r in out['results'])} faces; "
-              f"{len(people)} labelled people; persons created {created} (all faces, incl. unlabelled ones); "
-              f"labelled single-face photos {faces}: {len(by_person)} persons, purity {pure / max(faces, 1):.3f}, "
-              f"people split over >1 person: {sorted(k for k, v in split.items() if v > 1)}")
+        print(
+            f"{name}: {len(uris)} images, {sum(len(r['faces']) for r in out['results'])} faces; "
+            f"{len(people)} labelled people; persons created {created} (all faces, incl. unlabelled ones); "
+            f"labelled single-face photos {faces}: {len(by_person)} persons, purity {pure / max(faces, 1):.3f}, "
+            f"people split over >1 person: {sorted(k for k, v in split.items() if v > 1)}"
+        )
 
 
 def main() -> None:

@@ -34,9 +34,16 @@ from enface_batch.settings import get_settings  # noqa: E402
 def make_source(lake: Lake, uri: str) -> str:
     lst = catalog.create_list(lake, "people")["list_id"]
     group = catalog.create_group(lake, "bench", [lst])["group_id"]
-    return catalog.create_source(lake, "bench", group, uri=uri, new_person_threshold="no_match",
-                                 new_person_square_min=50, person_list_add=[lst],
-                                 feature_check=["gender", "age"])["source_id"]
+    return catalog.create_source(
+        lake,
+        "bench",
+        group,
+        uri=uri,
+        new_person_threshold="no_match",
+        new_person_square_min=50,
+        person_list_add=[lst],
+        feature_check=["gender", "age"],
+    )["source_id"]
 
 
 def runner_figures(folder: str, runners: list[str], workers: int) -> None:
@@ -51,8 +58,11 @@ def runner_figures(folder: str, runners: list[str], workers: int) -> None:
             t0 = time.perf_counter()
             (s,) = run_scan(lake=lake.uri, runner=runner, workers=workers)
             wall = time.perf_counter() - t0
-            print(f"| {runner} | {s['images_new']} | {s['faces']} | {wall:.1f} | {s['images_new'] / wall:.2f} | "
-                  f"{s['images_per_second']} |", flush=True)
+            print(
+                f"| {runner} | {s['images_new']} | {s['faces']} | {wall:.1f} | {s['images_new'] / wall:.2f} | "
+                f"{s['images_per_second']} |",
+                flush=True,
+            )
 
 
 def rerun_figures(n: int) -> None:
@@ -66,16 +76,44 @@ def rerun_figures(n: int) -> None:
         sid = make_source(lake, str(archive))
         files = list_files(str(archive))
         run, t = str(uuid.uuid4()), now()
-        lake.append("files", [{"uri": f.uri, "source_id": sid, "sha256": f"{i:064x}", "size_bytes": f.size,
-                               "mtime": f.mtime, "run_id": run, "seen": t} for i, f in enumerate(files)])
-        lake.append("images", [{"image_sha256": f"{i:064x}", "uri": f.uri, "source_id": sid, "status": "no_faces",
-                                "faces": 0, "run_id": run, "scanned": t} for i, f in enumerate(files)])
+        lake.append(
+            "files",
+            [
+                {
+                    "uri": f.uri,
+                    "source_id": sid,
+                    "sha256": f"{i:064x}",
+                    "size_bytes": f.size,
+                    "mtime": f.mtime,
+                    "run_id": run,
+                    "seen": t,
+                }
+                for i, f in enumerate(files)
+            ],
+        )
+        lake.append(
+            "images",
+            [
+                {
+                    "image_sha256": f"{i:064x}",
+                    "uri": f.uri,
+                    "source_id": sid,
+                    "status": "no_faces",
+                    "faces": 0,
+                    "run_id": run,
+                    "scanned": t,
+                }
+                for i, f in enumerate(files)
+            ],
+        )
         t0 = time.perf_counter()
         p = plan(lake, sid)
         dt = time.perf_counter() - t0
         print(f"\n## re-run of an unchanged archive of {n:,} files\n")
-        print(f"plan: {dt:.2f} s ({len(p.unchanged):,} unchanged, {len(p.analyse)} to analyse, "
-              f"{sum(len(v) for v in p.aliases.values())} files read)")
+        print(
+            f"plan: {dt:.2f} s ({len(p.unchanged):,} unchanged, {len(p.analyse)} to analyse, "
+            f"{sum(len(v) for v in p.aliases.values())} files read)"
+        )
         shutil.rmtree(archive)
 
 

@@ -23,11 +23,22 @@ def _report(key: str, title: str, result: dict) -> dict:
 
 
 @flow(name="enrol", log_prints=True)
-def enrol_flow(source: str, list_id: str | None = None, lake: str | None = None, drop_image: bool = False,
-               new_person_threshold: str | None = None) -> dict:
+def enrol_flow(
+    source: str,
+    list_id: str | None = None,
+    lake: str | None = None,
+    drop_image: bool = False,
+    new_person_threshold: str | None = None,
+) -> dict:
     """Persons from a folder-per-person tree or a CSV manifest."""
-    result = enrol(Lake(lake), worker_analyzer(), source, list_id=list_id, drop_image=drop_image,
-                   new_person_threshold=new_person_threshold)
+    result = enrol(
+        Lake(lake),
+        worker_analyzer(),
+        source,
+        list_id=list_id,
+        drop_image=drop_image,
+        new_person_threshold=new_person_threshold,
+    )
     return _report("enrol-summary", "Enrolment", result)
 
 

@@ -225,3 +225,13 @@ def test_unknown_ids_are_not_found_and_change_nothing(lake, analyzer, ex):
         with pytest.raises(NotFound):
             call()
     assert versions(lake) == before
+
+
+def test_reads_still_filter_after_a_merge_rewrote_a_file_of_several_persons(lake, analyzer, ex):
+    # one action writes both persons of two_people.jpg into one file; an update rewrites it (string_view)
+    out = action(lake, analyzer, [str(ex / "two_people.jpg")], multi=True, new_person_square_min=50)
+    a, b = (f["persons_created"][0]["person_id"] for f in faces_of(out))
+    persons.update_person(lake, a, fields=["first"])
+    assert persons.get_person(lake, a)["fields"] == ["first"] and persons.get_person(lake, b)["fields"] == []
+    again = action(lake, analyzer, [str(ex / "biden.jpg")], new_person_threshold="never")
+    assert faces_of(again)[0]["matches"][0]["person_id"] in (a, b)

@@ -13,6 +13,7 @@ from functools import cached_property
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
@@ -150,12 +151,21 @@ class Lake:
         columns: Sequence[str] | None = None,
         version: int | None = None,
     ) -> pa.Table:
-        """Rows of one snapshot, filtered by column equality (a list value means 'in')."""
-        filters = []
+        """Rows of one snapshot, filtered by column equality (a list value means 'in').
+
+        Files rewritten by delta-rs merges and deletes store strings as string_view, which pyarrow cannot
+        compare with a plain string filter; casting the column to the table's declared type first makes one
+        filter work on every file of the snapshot.
+        """
+        schema = TABLES[name]
+        expr = None
         for col, val in (where or {}).items():
-            filters.append((col, "in", list(val)) if isinstance(val, list | tuple | set) else (col, "=", val))
-        dt = self.table(name, version)
-        return dt.to_pyarrow_table(columns=list(columns) if columns else None, filters=filters or None)
+            field = pc.field(col).cast(schema.field(col).type)
+            cond = field.isin(list(val)) if isinstance(val, list | tuple | set) else field == val
+            expr = cond if expr is None else expr & cond
+        dataset = self.table(name, version).to_pyarrow_dataset()
+        table = dataset.to_table(columns=list(columns) if columns else None, filter=expr)
+        return table.cast(pa.schema([schema.field(c) for c in table.column_names]))
 
     # -- writing (each call is one atomic commit) ---------------------------------------------------------
     def _arrow(self, name: str, rows: Iterable[dict] | pa.Table) -> pa.Table:

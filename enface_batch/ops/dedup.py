@@ -20,6 +20,13 @@ alternatives (measured on att_faces and lfw_dev with ``bench/dedup_eval.py``):
   reducible, so merges happen in a deterministic order of decreasing linkage and a re-run over the result
   finds nothing left to merge.
 
+  Pairwise precision / recall at "90" (sface), lfw_dev, 400 people, 1760 photos: average 100 % / 98.2 %,
+  single 17.7 % / 99.5 %, complete 100 % / 92.8 %; att_faces (400 photos): average 100 % / 100 %.
+
+The threshold is a per-pair rate, so false merges grow with the square of the list: on all of lfw_dev (3811
+photos, 2086 people, 1340 of them with one photo) "90" still mixes 79 clusters (precision 97.5 %), "95" 15
+(99.6 %, 3 of them one person under two LFW names). Use 95 for lists of thousands, and review ``merges``.
+
 Cannot-link: two different faces of one photo (same ``image_sha256``, different ``face_index``) are two people,
 so clusters holding such a pair are never merged, whatever their similarity. The same face of the same photo
 (same hash and index, e.g. one photo enrolled twice) is no conflict.
@@ -93,6 +100,7 @@ def conflicts(a: dict[str, set[int]], b: dict[str, set[int]]) -> bool:
 class _Cluster:
     members: list[int]  # person positions, in age order
     faces: np.ndarray  # face rows
+    total: np.ndarray  # sum of its unit face vectors: mean pair cosine of a and b = total_a . total_b / (n_a n_b)
     photos: dict[str, set[int]]  # image_sha256 -> face indexes
     low: float = float("inf")  # lowest linkage that joined it
 
@@ -145,14 +153,14 @@ def cluster_persons(
                     if q != p:
                         edges.add((p, q) if p < q else (q, p))
 
-    reduce = {"average": np.mean, "single": np.max, "complete": np.min}[linkage]
     clusters: dict[int, _Cluster] = {}
     for p in sorted({x for e in edges for x in e}):
         photos: dict[str, set[int]] = defaultdict(set)
         for f in faces_of[p]:
             if image_sha256[f] is not None:
                 photos[image_sha256[f]].add(-1 if face_index[f] is None else int(face_index[f]))
-        clusters[p] = _Cluster([p], np.asarray(faces_of[p], dtype=np.int64), dict(photos))
+        rows = np.asarray(faces_of[p], dtype=np.int64)
+        clusters[p] = _Cluster([p], rows, emb[rows].sum(axis=0, dtype=np.float64), dict(photos))
     nbrs: dict[int, set[int]] = defaultdict(set)
     heap: list[tuple[float, int, int, float]] = []
 
@@ -163,7 +171,11 @@ def cluster_persons(
             return  # a conflict only grows with merges: these two never meet again
         nbrs[a].add(b)
         nbrs[b].add(a)
-        sim = float(reduce(emb[ca.faces] @ emb[cb.faces].T))
+        if linkage == "average":  # the mean over all face pairs, in O(d)
+            sim = float(ca.total @ cb.total) / (len(ca.faces) * len(cb.faces))
+        else:
+            pairs = emb[ca.faces] @ emb[cb.faces].T
+            sim = float(pairs.max() if linkage == "single" else pairs.min())
         if sim >= min_similarity:
             heapq.heappush(heap, (-sim, min(a, b), max(a, b), sim))
 
@@ -175,13 +187,17 @@ def cluster_persons(
         if a not in clusters or b not in clusters:
             continue  # one of them merged since: a fresh entry was queued for the new cluster
         ca, cb = clusters.pop(a), clusters.pop(b)
-        photos = {sha: set(idx) for sha, idx in ca.photos.items()}
-        for sha, idx in cb.photos.items():
-            photos.setdefault(sha, set()).update(idx)
+        big, small = (ca, cb) if len(ca.photos) >= len(cb.photos) else (cb, ca)
+        for sha, idx in small.photos.items():  # the dead clusters' maps are not used again: grow the larger
+            big.photos.setdefault(sha, set()).update(idx)
         c = next_id
         next_id += 1
         clusters[c] = _Cluster(
-            sorted(ca.members + cb.members), np.concatenate([ca.faces, cb.faces]), photos, min(ca.low, cb.low, sim)
+            sorted(ca.members + cb.members),
+            np.concatenate([ca.faces, cb.faces]),
+            ca.total + cb.total,
+            big.photos,
+            min(ca.low, cb.low, sim),
         )
         around = (nbrs.pop(a, set()) | nbrs.pop(b, set())) - {a, b}
         for x in sorted(around):
