@@ -14,28 +14,36 @@ Index kinds:
   a sample; later adds go to the trained lists, and only a rebuild retrains.
 * ``"auto"``: flat below ``EXACT_MAX`` persons, IVF from there on (decided at build time).
 
-Choice of index, measured with ``bench/search_scale.py`` (synthetic clustered 128-d "faces", 2-core AMD EPYC VM
-shared with other work, faiss-cpu 1.15.1; see that script for the method):
+Choice of index, measured with ``bench/search_scale.py`` on this project's 2-core AMD EPYC VM (shared with
+other work, load 1-4 during the run; faiss-cpu 1.15.1, 2 FAISS threads). The data are synthetic 128-d "faces"
+fitted to real SFace embeddings of lfw_dev: two faces of one person have cosine ~0.68 (p10 0.53), strangers
+~0.09 +- 0.09, and the spectrum is nearly isotropic (PCA participation ratio 112 of 128 on the real ones).
+R@1 is recall@1 against exact search, for queries of persons in the list / for all queries (10 % strangers)::
 
-* Single-query latency, flat vs IVF (nprobe as below, same box, same run)::
+      persons  flat 1-query  IVF 1-query  IVF nlist/nprobe  IVF R@1 known/all  batch qps flat / IVF (k=10)
+      1k       0.037 ms      0.037 ms     25 / 15           0.993 / 0.981      131k / 64k
+      10k      0.24 ms       0.13 ms      256 / 154         - / 0.992
+      50k      1.07 ms       0.80 ms      894 / 537         - / 0.986
+      100k     5.1 ms        1.9 ms       1265 / 759        0.998 / 0.998      3.9k / 0.9k
+      200k     10.2 ms       3.5 ms       1789 / 1074       - / 0.992
+      1M       54 ms         16 ms        4000 / 2400       0.997 / 0.991      611 / 82-107
 
-      persons   flat       IVF       IVF R@1 vs exact (known persons / all queries)
-      1k        0.03 ms    0.04 ms   1.000 / 0.998
-      5k        0.12 ms    0.06 ms   1.000 / 0.998
-      10k       0.26 ms    0.08 ms   1.000 / 0.991
-      20k       0.52 ms    0.10 ms   1.000 / 0.994
-      50k       1.3 ms     0.15 ms   1.000 / 0.994
-      100k      2.7 ms     0.20 ms   1.000 / 0.994
-      1M        28 ms      0.65 ms   0.999 / 0.996
-
-  IVF overtakes flat for single queries at ~3-4k persons, but at that size both answer in ~0.1 ms, which is
-  nothing next to the ~20-300 ms it costs to detect and embed a face on this box. The IVF gain is tiny there
-  and the price is exactness (the index must reproduce the persons lists), so ``EXACT_MAX`` is set where
-  exact search starts to cost real time instead: at 50k persons a flat query takes ~1.3 ms (~5-10 % of
-  an SFace embedding, the cheapest per-face step), at 100k ~2.7 ms and at 1M ~28 ms.
-* IVF-SQ8 (4x smaller) and HNSW were measured too (``--extra``): SQ8 loses some top-1 ordering among near
-  duplicates and 128-d fp32 is only 512 MB per million persons, so plain IVF-Flat is used; HNSW builds far more
-  slowly on 2 cores and its ``remove_ids`` is unsupported, which person deletion needs.
+* Face embeddings are hard for IVF: a query's match is not a near-duplicate (cosine ~0.68, not ~0.95), so it
+  often sits in another Voronoi cell. At 1M, probing 10 % of the lists finds the exact top-1 for only 0.91 of
+  known persons, 25 % for 0.98, 60 % for 0.997 (0.991 of all queries). Hence ``IVF_PROBE_FRACTION = 0.6``,
+  chosen for R@1 >= 0.99 at 1M; with so much probing IVF is only ~3x faster than flat for single queries at
+  100k-1M, and for batches of queries it is 4-7x *slower* than flat (flat batches run as one GEMM).
+  (On the real lfw_dev embeddings, 3k faces, IVF16 needed nprobe 8 = 50 % for R@1 0.976: the same regime.)
+* Single queries: IVF becomes clearly (>= 1.2x) faster than flat from ~6k persons, but saves < 0.3 ms there.
+  Flat stays cheap while the list fits the CPU cache (~50k persons x 512 B); past that it is memory-bound,
+  ~55 ns per person per query (5 ms at 100k, 54 ms at 1M).
+* ``EXACT_MAX = 100_000``: below it an exact query costs <= ~5 ms, small next to detecting and embedding a face
+  on this box (~20-300 ms) and worth keeping for exact persons lists; above it flat grows linearly while IVF
+  stays ~3x cheaper at R@1 >= 0.99. Callers that search large batches at once should ask for ``kind="flat"``.
+* Alternatives measured with ``--extra`` (raw FAISS): IVF-SQ8 at the same nprobe is 4x smaller (136 B/person)
+  and no faster at 1M (12 ms, R@1 0.997 known) -- 128-d fp32 is only 512 MB per million persons, so it is not
+  worth the extra kind. HNSW32 (efConstruction 200) needs efSearch 512 for R@1 0.996 at 100k, where it is no
+  faster than IVF (2.2 ms vs 1.9 ms) but builds 15x slower (42-49 s vs 3 s) and cannot ``remove_ids``.
 """
 
 from __future__ import annotations

@@ -140,7 +140,8 @@ def test_duplicates_merge_into_the_oldest_and_strangers_never(lake, faces, analy
     assert {k: set(r["merged_person_ids"]) for k, r in merges.items()} == expected
     assert all(r["run_id"] == "run-1" and r["score"] >= 90 for r in merges.values())
 
-    # search follows: the same Searcher sees the new table version and finds the survivors
+    # search follows: once refreshed, the same Searcher sees the new table version and finds the survivors
+    searcher.refresh()
     assert [h[0][0] for h in searcher.search([lst], q, 1)] == [pid["obama2"], pid["biden"]]
 
     # a second run finds nothing: no commit at all
@@ -159,6 +160,7 @@ def test_duplicates_merge_into_the_oldest_and_strangers_never(lake, faces, analy
     assert {r["face_id"] for r in pf if r["person_id"] == pid["obama2"]} < set(moved)
     assert {r["from_person_id"] for r in moved.values()} == {pid["obama2"]}
     assert persons_of(lake, lst)[new["obama-720p"]]["fields"] == ["Obama 720", "Obama", "Barack Obama", "POTUS"]
+    searcher.refresh()
     assert searcher.search([lst], q[:1], 1)[0][0][0] == new["obama-720p"]
 
 

@@ -135,7 +135,7 @@ def person_row(
         "bbox": face.bbox,
         "embedding": face.embedding.tolist(),
         # drop_image: only the unpersonalised embedding is kept, as the seed says.
-        "image": None if drop_image or face.crop is None else jpeg_bytes(face.crop),
+        "image": None if drop_image else face.crop,
         "thumb": None if drop_image else jpeg_bytes(face.thumb),
         "image_uri": None if drop_image else res.uri,
         "image_sha256": res.sha256,

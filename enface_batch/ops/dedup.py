@@ -136,7 +136,8 @@ def cluster_persons(
         faces_of[p].append(i)
 
     # candidate graph: persons with at least one face pair at or above the threshold, from k-NN over faces
-    index = PersonIndex.build([str(i) for i in range(n_faces)], emb, version=0, kind="auto", threads=threads)
+    # Exact: one batched query of every face, where flat beats IVF at any size (bench/search_scale.py).
+    index = PersonIndex.build([str(i) for i in range(n_faces)], emb, version=0, kind="flat", threads=threads)
     own = np.array([len(faces_of[p]) for p in owner.tolist()])
     kq = np.minimum(n_faces, k + np.minimum(own, _OWN_FACES_MAX))
     edges: set[tuple[int, int]] = set()

@@ -31,13 +31,22 @@ class Searcher:
         self.lake, self.dim = lake, dim
         self._indexes: dict[str, PersonIndex] = {}
         self._dirty: set[str] = set()
+        # Lists checked against the persons table since the last refresh(); a writer that owns the lake need
+        # not reopen the Delta log for every face it searches.
+        self._fresh: set[str] = set()
+
+    def refresh(self) -> None:
+        """Check every index against the persons table again on its next use (others may have written)."""
+        self._fresh.clear()
 
     def _path(self, list_id: str) -> str:
         return self.lake.path("_index", f"{list_id}.faiss")
 
     def index(self, list_id: str) -> PersonIndex:
-        version = self.lake.version("persons")
         idx = self._indexes.get(list_id)
+        if idx is not None and list_id in self._fresh:
+            return idx
+        version = self.lake.version("persons")
         if idx is not None and idx.version == version:
             return idx
         if idx is None:
@@ -60,6 +69,7 @@ class Searcher:
             idx = PersonIndex.build(rows["person_id"].to_pylist(), emb, version=version)
             self._dirty.add(list_id)
         self._indexes[list_id] = idx
+        self._fresh.add(list_id)
         return idx
 
     def search(
