@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench accuracy clean
+.PHONY: setup demo test lint bench accuracy clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,s3,dask]'
+	$(BIN)/pip install -q -e '.[test,s3,dask,api]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -22,7 +22,15 @@ demo: setup
 	$(BIN)/enface run --lake $(DEMO_LAKE)
 	$(BIN)/enface list ls --lake $(DEMO_LAKE)
 
-test: setup
+# The endpoint's browser test drives Debian's chromium (never a downloaded browser); installed here when
+# missing, as root or with passwordless sudo. Without it that one test skips, saying why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 && SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ) && \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	} || echo "chromium could not be installed: the browser test will be skipped"
+
+test: setup chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -28,6 +28,10 @@ app.add_typer(list_app, name="list")
 app.add_typer(group_app, name="group")
 app.add_typer(source_app, name="source")
 app.add_typer(person_app, name="person")
+user_app = typer.Typer(no_args_is_help=True, help="Users of the endpoint (enface serve).")
+token_app = typer.Typer(no_args_is_help=True, help="Permanent access tokens of the endpoint.")
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
 
 LakeOpt = Annotated[str | None, typer.Option("--lake", help="Lake folder or URI (default: ENFACE_LAKE)")]
 ListId = Annotated[str | None, typer.Option("--list-id", help="Person list id (default: the default list)")]
@@ -547,6 +551,77 @@ def schedule_cmd(
         pause_on_shutdown=False,
         parameters={"sources": sources or None, "lake": lake, "workers": workers},
     )
+
+
+@user_app.command("add")
+def user_add(
+    email: Annotated[str, typer.Argument(help="The user's email: the login name")],
+    lake: LakeOpt = None,
+) -> None:
+    """Create a user of the endpoint; the password comes from ENFACE_PASSWORD or a prompt (stored argon2-hashed)."""
+    from .auth import add_user
+
+    password = os.environ.get("ENFACE_PASSWORD") or typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    _run(add_user, _lake(lake), email, password)
+
+
+def _user_id(lake, email: str) -> str:
+    from .auth import find_user
+    from .ops.errors import EnfaceError
+
+    try:
+        user = find_user(lake, email)
+    except EnfaceError as exc:
+        _fail(exc.message)
+    if user is None:
+        _fail(f"no user {email}; create it with `enface user add {email}`", 4)
+    return user["user_id"]
+
+
+@token_app.command("create")
+def token_create(
+    email: Annotated[str, typer.Option("--email", help="The user the token acts for")],
+    valid_days: Annotated[
+        float | None, typer.Option("--valid-days", help="Days the token is valid (default 1)")
+    ] = None,
+    expires: Annotated[
+        str | None, typer.Option("--expires", help='"never" or an ISO 8601 time (UTC unless it has a zone)')
+    ] = None,
+    lake: LakeOpt = None,
+) -> None:
+    """Create a permanent token (a uuid, printed once; the lake keeps only its hash)."""
+    from .auth import create_token
+
+    lk = _lake(lake)
+    _run(create_token, lk, _user_id(lk, email), valid_days=valid_days, expires=expires)
+
+
+@token_app.command("ls")
+def token_ls(email: Annotated[str, typer.Option("--email")], lake: LakeOpt = None) -> None:
+    """A user's permanent tokens: ids, creation and expiry."""
+    from .auth import list_tokens
+
+    lk = _lake(lake)
+    _run(list_tokens, lk, _user_id(lk, email))
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
+    lake: LakeOpt = None,
+) -> None:
+    """Serve the read-only endpoint (the Enface API's query routes, /v1 too, and a page at /ui) over the lake."""
+    import uvicorn
+
+    from .api import create_app
+    from .auth import ConfigError
+
+    try:
+        api = create_app(lake)
+    except ConfigError as exc:
+        _fail(str(exc))
+    uvicorn.run(api, host=host, port=port, log_level="info", access_log=False)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from platformdirs import user_cache_dir
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -65,6 +65,23 @@ class Settings(BaseSettings):
         default=None,
         description="S3-compatible endpoint for s3:// lakes and archives, e.g. MinIO (ENFACE_S3_ENDPOINT_URL; "
         "AWS_ENDPOINT_URL is also honoured).",
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs the endpoint's JWT temporary tokens; required by `enface serve`, at least 32 "
+        "characters, never committed (ENFACE_JWT_SECRET).",
+    )
+    api_max_request_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        description="Largest upload the endpoint accepts in one request, images together (ENFACE_API_MAX_REQUEST_BYTES;"
+        " the seed's 10 MB).",
+    )
+    api_model_slots: int = Field(
+        default=2,
+        ge=1,
+        description="Image analyses the endpoint runs at once; more requests queue (ENFACE_API_MODEL_SLOTS). "
+        "onnxruntime already uses every core for one; 2 overlaps decoding with inference (bench/api_load.py).",
     )
     test_data: Path = Field(
         default_factory=lambda: _default_test_data(),

@@ -36,6 +36,19 @@ def sql_literal(value: object) -> str:
     raise TypeError(f"unsupported predicate value {value!r}")
 
 
+def equality_filter(schema: pa.Schema, where: dict[str, object] | None, *, cast: bool = False) -> pc.Expression | None:
+    """column == value for each item (a list value: column in values); KeyError for an unknown column.
+
+    cast=True compares the column cast to its declared type, for files holding string_view columns.
+    """
+    expr = None
+    for col, val in (where or {}).items():
+        field = pc.field(col).cast(schema.field(col).type) if cast else pc.field(col)
+        cond = field.isin(list(val)) if isinstance(val, list | tuple | set) else field == val
+        expr = cond if expr is None else expr & cond
+    return expr
+
+
 def storage_options(uri: str) -> dict[str, str]:
     """delta-rs options for object stores, from ENFACE_S3_ENDPOINT_URL / the standard AWS_* variables."""
     if not uri.startswith(("s3://", "s3a://")):
@@ -153,18 +166,18 @@ class Lake:
     ) -> pa.Table:
         """Rows of one snapshot, filtered by column equality (a list value means 'in').
 
-        Files rewritten by delta-rs merges and deletes store strings as string_view, which pyarrow cannot
-        compare with a plain string filter; casting the column to the table's declared type first makes one
-        filter work on every file of the snapshot.
+        Files that delta-rs merges and deletes rewrote store strings as string_view, which a plain string
+        filter cannot compare with. The plain filter is tried first because it skips row groups by their
+        statistics (a single-row read of a 10k-row table: ~20 ms instead of ~200 ms); the cast one, which
+        reads every row group, only when a snapshot holds such files.
         """
         schema = TABLES[name]
-        expr = None
-        for col, val in (where or {}).items():
-            field = pc.field(col).cast(schema.field(col).type)
-            cond = field.isin(list(val)) if isinstance(val, list | tuple | set) else field == val
-            expr = cond if expr is None else expr & cond
         dataset = self.table(name, version).to_pyarrow_dataset()
-        table = dataset.to_table(columns=list(columns) if columns else None, filter=expr)
+        cols = list(columns) if columns else None
+        try:
+            table = dataset.to_table(columns=cols, filter=equality_filter(schema, where))
+        except pa.ArrowNotImplementedError:
+            table = dataset.to_table(columns=cols, filter=equality_filter(schema, where, cast=True))
         return table.cast(pa.schema([schema.field(c) for c in table.column_names]))
 
     # -- writing (each call is one atomic commit) ---------------------------------------------------------

@@ -1,0 +1,295 @@
+"""Read helpers for people who would rather look than read: pages of a list's persons with thumbs, a person's
+faces with the images they came from and the photos they were matched in, and the images of a source.
+
+Beyond the seed. Every function only reads (a Lake or a reader Snapshot), and returns JSON-ready dicts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import pyarrow.compute as pc
+
+from ..lake.schemas import DEFAULT_LIST_ID
+from ..scoring import DEFAULT_EMBEDDER, calibration_for
+from . import validate
+from .catalog import get_source, require_lists
+from .errors import BadRequest, NotFound
+
+MAX_PAGE = 500
+IMAGE_STATUSES = ("faces", "no_faces", "error")
+_PERSON_LIGHT = [
+    "person_id",
+    "list_id",
+    "created",
+    "updated",
+    "source_id",
+    "group_id",
+    "status",
+    "fields",
+    "features",
+    "yaw",
+    "square",
+    "bbox",
+    "image_uri",
+    "image_sha256",
+    "face_index",
+    "model",
+]
+
+
+def _iso(v):
+    return v.isoformat().replace("+00:00", "Z") if hasattr(v, "isoformat") else v
+
+
+def _b64(data: bytes | None) -> str | None:
+    return base64.b64encode(data).decode("ascii") if data else None
+
+
+def page(offset: object, limit: object) -> tuple[int, int]:
+    try:
+        o, n = int(str(offset)), int(str(limit))
+    except ValueError:
+        raise BadRequest(f"offset and limit must be integers, got {offset!r}, {limit!r}") from None
+    if o < 0 or not 1 <= n <= MAX_PAGE:
+        raise BadRequest(f"offset must be >= 0 and limit from 1 to {MAX_PAGE}")
+    return o, n
+
+
+def _has_light(lake) -> bool:
+    """A reader Snapshot caches light persons columns and knows which rows have an image."""
+    return hasattr(lake, "reader")
+
+
+def _person_rows(lake, where: dict) -> list[dict]:
+    if _has_light(lake):
+        rows = lake.read("persons", where=where, columns=[*_PERSON_LIGHT, "__has_image", "__has_thumb"]).to_pylist()
+        for r in rows:
+            r["has_image"], r["has_thumb"] = r.pop("__has_image"), r.pop("__has_thumb")
+        return rows
+    rows = lake.read("persons", where=where, columns=[*_PERSON_LIGHT, "image", "thumb"]).to_pylist()
+    for r in rows:
+        r["has_image"], r["has_thumb"] = r.pop("image") is not None, r.pop("thumb") is not None
+    return rows
+
+
+def _public(r: dict) -> dict:
+    return {
+        "person_id": r["person_id"],
+        "list_id": r["list_id"],
+        "created": _iso(r["created"]),
+        "updated": _iso(r["updated"]),
+        "group_id": r["group_id"],
+        "source_id": r["source_id"],
+        "status": r["status"],
+        "features": [{"name": k, "value": v} for k, v in sorted(json.loads(r["features"] or "{}").items())],
+        "fields": list(r["fields"] or []),
+        "yaw": r["yaw"],
+        "square": r["square"],
+        "image": r["has_image"],
+    }
+
+
+def _thumbs(lake, table: str, where: dict, key: str) -> dict[str, str | None]:
+    rows = lake.read(table, where=where, columns=[key, "thumb"])
+    return {k: _b64(t) for k, t in zip(rows[key].to_pylist(), rows["thumb"].to_pylist(), strict=True)}
+
+
+def list_persons(lake, list_id: str, *, offset: object = 0, limit: object = 50, thumbs: bool = True) -> dict:
+    """A page of a list's persons, oldest first, each with its fields, its number of faces and its thumb."""
+    lid = require_lists(lake, [list_id], "list_id")[0]
+    o, n = page(offset, limit)
+    name = lake.read("person_lists", where={"list_id": lid}, columns=["name"])["name"][0].as_py()
+    rows = sorted(_person_rows(lake, {"list_id": lid}), key=lambda r: (r["created"], r["person_id"]))
+    chosen = rows[o : o + n]
+    ids = [r["person_id"] for r in chosen]
+    extra: dict[str, int] = {}
+    if ids:
+        pf = lake.read("person_faces", where={"list_id": lid, "person_id": ids}, columns=["person_id"])
+        if pf.num_rows:
+            counts = pc.value_counts(pf["person_id"]).flatten()
+            extra = dict(zip(counts[0].to_pylist(), counts[1].to_pylist(), strict=True))
+    thumb = _thumbs(lake, "persons", {"list_id": lid, "person_id": ids}, "person_id") if thumbs and ids else {}
+    persons = [
+        {**_public(r), "faces": 1 + extra.get(r["person_id"], 0), "thumb": thumb.get(r["person_id"])} for r in chosen
+    ]
+    return {
+        "status": "ok",
+        "list_id": lid,
+        "name": name,
+        "total": len(rows),
+        "offset": o,
+        "limit": n,
+        "persons": persons,
+    }
+
+
+def _images_by_sha(lake, shas: list[str]) -> dict[str, dict]:
+    shas = sorted({s for s in shas if s})
+    if not shas:
+        return {}
+    cols = ["image_sha256", "uri", "source_id", "width", "height", "format", "status", "faces", "scanned"]
+    out: dict[str, dict] = {}
+    for r in lake.read("images", where={"image_sha256": shas}, columns=cols).to_pylist():
+        out.setdefault(r["image_sha256"], {**r, "scanned": _iso(r["scanned"])})
+    return out
+
+
+def _embedder_of(model: str | None) -> str:
+    m = re.search(r"embedder=([^,]+)", model or "")
+    return m.group(1) if m else DEFAULT_EMBEDDER
+
+
+def _min_score(value: object, model: str | None) -> float:
+    cal = calibration_for(_embedder_of(model))
+    if value in (None, "", "no_match"):
+        return cal.no_match
+    try:
+        v = float(str(value))
+    except ValueError:
+        raise BadRequest(f"min_score must be a score in % or no_match, got {value!r}") from None
+    if not 0 <= v <= 100:
+        raise BadRequest(f"min_score must be from 0 to 100, got {value!r}")
+    return v
+
+
+def person_detail(
+    lake,
+    person_id: str,
+    list_id: str | None = None,
+    *,
+    thumbs: bool = True,
+    appearances: object = 50,
+    min_score: object = None,
+) -> dict:
+    """A person with all its faces (the face that created it, and faces merged or enrolled into it), each with
+    the image it came from, and the scanned photos whose faces matched it best (from the actions table)."""
+    pid = validate.uuid_str(person_id, "person_id")
+    lid = validate.uuid_str(list_id, "list_id") if list_id else DEFAULT_LIST_ID
+    rows = _person_rows(lake, {"person_id": pid, "list_id": lid})
+    if not rows:
+        raise NotFound(f"person {pid} not found in list {lid}")
+    r = rows[0]
+    n_appear = 0 if str(appearances) == "0" else page(0, appearances)[1]
+    faces = [
+        {
+            "face_id": pid,
+            "kind": "created",
+            "image_uri": r["image_uri"],
+            "image_sha256": r["image_sha256"],
+            "face_index": r["face_index"],
+            "bbox": r["bbox"],
+            "from_person_id": None,
+            "added": _iso(r["created"]),
+        }
+    ]
+    face_cols = ["face_id", "image_uri", "image_sha256", "face_index", "from_person_id", "added"]
+    extra = lake.read("person_faces", where={"person_id": pid, "list_id": lid}, columns=face_cols).to_pylist()
+    for f in sorted(extra, key=lambda f: (f["added"], f["face_id"])):
+        faces.append({**f, "kind": "added", "bbox": None, "added": _iso(f["added"])})
+    if thumbs:
+        main = lake.read("persons", where={"person_id": pid, "list_id": lid}, columns=["thumb", "image"]).to_pylist()
+        faces[0]["thumb"] = _b64(main[0]["thumb"]) if main else None
+        faces[0]["crop"] = _b64(main[0]["image"]) if main else None
+        more = _thumbs(lake, "person_faces", {"person_id": pid, "list_id": lid}, "face_id") if extra else {}
+        for f in faces[1:]:
+            f["thumb"] = more.get(f["face_id"])
+    images = _images_by_sha(lake, [f["image_sha256"] for f in faces])
+    for f in faces:
+        f["image"] = images.get(f["image_sha256"])
+    out = {"status": "ok", **_public(r), "faces": faces}
+    if n_appear:
+        out["min_score"] = _min_score(min_score, r["model"])
+        out["appearances"] = appearances_of(lake, pid, lid, limit=n_appear, min_score=out["min_score"])
+    return out
+
+
+def appearances_of(lake, person_id: str, list_id: str, *, limit: int, min_score: float) -> list[dict]:
+    """Faces of scanned photos whose best match is this person at min_score or more, newest first."""
+    cols = ["action_id", "created", "source_id", "image_sha256", "image_uri", "face_index", "bbox", "matches"]
+    acts = lake.read("actions", columns=cols)
+    if not acts.num_rows:
+        return []
+    best = pc.list_element(acts["matches"], 0)  # matches are best first
+    has = pc.greater(pc.list_value_length(acts["matches"]), 0)
+    keep = pc.and_(
+        pc.fill_null(has, False),
+        pc.and_(
+            pc.and_(
+                pc.equal(pc.struct_field(best, "person_id"), person_id),
+                pc.equal(pc.struct_field(best, "list_id"), list_id),
+            ),
+            pc.greater_equal(pc.struct_field(best, "score"), min_score),
+        ),
+    )
+    hits = acts.filter(pc.fill_null(keep, False))
+    hits = hits.append_column("score", pc.struct_field(pc.list_element(hits["matches"], 0), "score"))
+    rows = sorted(hits.drop_columns(["matches"]).to_pylist(), key=lambda a: a["created"], reverse=True)[:limit]
+    images = _images_by_sha(lake, [a["image_sha256"] for a in rows])
+    return [
+        {**a, "created": _iso(a["created"]), "score": round(a["score"], 2), "image": images.get(a["image_sha256"])}
+        for a in rows
+    ]
+
+
+def source_images(lake, source_id: str, *, offset: object = 0, limit: object = 50, status: str | None = None) -> dict:
+    """A page of a source's scanned images (by uri), each with its faces (box, pose, gender, age)."""
+    src = get_source(lake, source_id)
+    o, n = page(offset, limit)
+    where: dict = {"source_id": src["source_id"]}
+    if status:
+        if status not in IMAGE_STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(IMAGE_STATUSES)}, got {status!r}")
+        where["status"] = status
+    cols = ["image_sha256", "uri", "width", "height", "format", "status", "reason", "message", "faces", "scanned"]
+    table = lake.read("images", where=where, columns=cols)
+    rows = sorted(table.to_pylist(), key=lambda r: (r["uri"] or "", r["image_sha256"] or ""))
+    chosen = rows[o : o + n]
+    shas = [r["image_sha256"] for r in chosen if r["image_sha256"]]
+    faces: dict[str, list[dict]] = {}
+    if shas:
+        fcols = ["image_sha256", "face_index", "bbox", "det_score", "square", "yaw", "pitch", "roll", "gender", "age"]
+        ft = lake.read("faces", where={"image_sha256": shas, "source_id": src["source_id"]}, columns=fcols)
+        seen = set()
+        for f in sorted(ft.to_pylist(), key=lambda f: (f["image_sha256"], f["face_index"])):
+            if (f["image_sha256"], f["face_index"]) in seen:
+                continue
+            seen.add((f["image_sha256"], f["face_index"]))
+            faces.setdefault(f.pop("image_sha256"), []).append(f)
+    return {
+        "status": "ok",
+        "source_id": src["source_id"],
+        "name": src["name"],
+        "uri": src["uri"],
+        "total": len(rows),
+        "offset": o,
+        "limit": n,
+        "images": [{**r, "scanned": _iso(r["scanned"]), "face_list": faces.get(r["image_sha256"], [])} for r in chosen],
+    }
+
+
+def image_uri(lake, sha256: str) -> str:
+    """Where the photo with this content hash was read from (images, then persons and person_faces)."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256 or ""):
+        raise BadRequest(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
+    for table, col in (("images", "uri"), ("persons", "image_uri"), ("person_faces", "image_uri")):
+        rows = lake.read(table, where={"image_sha256": sha256}, columns=[col])[col].to_pylist()
+        found = [u for u in rows if u and not u.startswith("<")]
+        if found:
+            return found[0]
+    raise NotFound(f"no image with sha256 {sha256} in the lake")
+
+
+def get_person(lake, person_id: str, list_id: str | None = None) -> dict:
+    """The seed's /person record (as ops.persons.get_person), read from light columns only."""
+    from .persons import _public as seed_public
+
+    pid = validate.uuid_str(person_id, "person_id")
+    lid = validate.uuid_str(list_id, "list_id") if list_id else DEFAULT_LIST_ID
+    rows = _person_rows(lake, {"person_id": pid, "list_id": lid})
+    if not rows:
+        raise NotFound(f"person {pid} not found in list {lid}")
+    r = rows[0]
+    return seed_public({**r, "image": b"" if r["has_image"] else None})
