@@ -6,7 +6,8 @@ The folder (built in a temp dir, outside the repo) holds fixtures (deepface_test
 lfw_dev, and the large phone photos of the CompreFace set. Figures:
 (a) `face_recognition KNOWN FOLDER --cpus 2` (dlib HOG detector + ResNet embeddings), installed into its own
     venv by this script on top of `dlib-bin` (no dlib build);
-(b) `enface run` (the scan flow, default pack, gender and age on) over the same folder into a fresh lake;
+(b) `enface run` (the scan flow, default pack, auto-enrolment on, no attributes: face_recognition computes none
+    either; --features gender,age adds them) over the same folder into a fresh lake;
     wall time of the whole command, and of the flow's own loop (summary seconds, without Prefect's temporary
     server start-up and model loading);
 (c) the floor: per image, decode plus the models' own inference, measured alone in one process on one core,
@@ -58,10 +59,10 @@ def peer_cli() -> Path:
     return exe
 
 
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
+def timed(cmd: list[str]) -> tuple[float, float, str]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed: {p.stderr[-2000:]}")
@@ -69,14 +70,14 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
     return wall, peak, p.stdout
 
 
-def floor(images: list[Path]) -> tuple[float, int]:
+def floor(images: list[Path], features: list[str]) -> tuple[float, int]:
     """CPU seconds per image of decode + inference alone, one thread, and faces found."""
     from enface_batch import imaging
     from enface_batch.analyze import Analyzer
     from enface_batch.models import load_pack
 
     an = Analyzer(load_pack(threads=1))
-    an.analyze_images([imaging.load(str(images[0]), max_side=an.decode_max_side)], features=["gender", "age"])
+    an.analyze_images([imaging.load(str(images[0]), max_side=an.decode_max_side)], features=features)
     faces = 0
     t0 = time.process_time()
     for p in images:
@@ -84,8 +85,27 @@ def floor(images: list[Path]) -> tuple[float, int]:
             img = imaging.load(str(p), max_side=an.decode_max_side)
         except imaging.ImageError:
             continue
-        faces += sum(len(r.faces) for r in an.analyze_images([img], features=["gender", "age"], multi=True))
+        faces += sum(len(r.faces) for r in an.analyze_images([img], features=features, multi=True))
     return (time.process_time() - t0) / len(images), faces
+
+
+def make_source(lake_uri: str, folder: str, features: list[str]) -> None:
+    from enface_batch.lake.store import Lake
+    from enface_batch.ops import catalog
+
+    lake = Lake(lake_uri)
+    lst = catalog.create_list(lake, "people")["list_id"]
+    group = catalog.create_group(lake, "bench", [lst])["group_id"]
+    catalog.create_source(
+        lake,
+        "bench",
+        group,
+        uri=folder,
+        new_person_threshold="no_match",
+        new_person_square_min=50,
+        person_list_add=[lst],
+        feature_check=features,
+    )
 
 
 def main() -> None:
@@ -93,6 +113,7 @@ def main() -> None:
     ap.add_argument("--lfw", type=int, default=300, help="lfw_dev photos to add")
     ap.add_argument("--runner", default="processes")
     ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--features", default="", help="e.g. gender,age (default: none, like the peer)")
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,22 +130,15 @@ def main() -> None:
             faces = sum(1 for line in out.splitlines() if "," in line and "no_persons_found" not in line)
             rows.append((f"(a) face_recognition --cpus {cores}", wall, len(images) / wall, faces / wall, peak))
         lake = Path(tmp) / "lake"
-        env = {**os.environ, "ENFACE_DEMO_DIR": str(folder)}
         enface = [sys.executable, "-m", "enface_batch"]
-        subprocess.run(
-            [*enface, "apply", str(ROOT / "configs/example.yaml"), "--lake", str(lake)],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        wall, peak, out = timed(
-            [*enface, "run", "--lake", str(lake), "--runner", args.runner, "--workers", str(cores)], env=env
-        )
+        feats = [f for f in args.features.split(",") if f]
+        make_source(str(lake), str(folder), feats)
+        wall, peak, out = timed([*enface, "run", "--lake", str(lake), "--runner", args.runner, "--workers", str(cores)])
         summary = json.loads(out.strip().splitlines()[-1])["sources"][0]
         rows.append((f"(b) enface run --runner {args.runner}", wall, len(images) / wall, summary["faces"] / wall, peak))
         loop = summary["seconds"]
         rows.append(("(b') same, flow loop only", loop, summary["images_new"] / loop, summary["faces"] / loop, peak))
-        per_image, faces = floor(images)
+        per_image, faces = floor(images, feats)
         rows.append(
             (
                 "(c) floor: decode + inference alone",
