@@ -42,7 +42,7 @@ def make_source(lake: Lake, uri: str) -> str:
         new_person_threshold="no_match",
         new_person_square_min=50,
         person_list_add=[lst],
-        feature_check=["gender", "age"],
+        feature_check=[],  # detect + embed + search + enrol, like bench/throughput.py
     )["source_id"]
 
 
