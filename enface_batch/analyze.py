@@ -68,7 +68,7 @@ class ImageResult:
 
 
 def check_features(requested: Iterable[str], pack: ModelPack) -> list[str]:
-    """Validate a feature_check list against what the pack can answer; 'race' is refused, never guessed."""
+    """Validate a feature_check list against what the pack can answer; what it cannot answer is refused, not guessed."""
     wanted = [f for f in dict.fromkeys(requested) if f]
     bad = [f for f in wanted if f not in FEATURES]
     if bad:
@@ -132,6 +132,8 @@ class Analyzer:
                 kps, boxes = (np.stack(x) for x in zip(*local, strict=True))
                 preds = self.pack.attributes.predict(img.rgb, kps, boxes)
                 for f, p in zip(faces, preds, strict=True):
+                    if "_embedding" in p:  # the attribute model ran the pack's embedder on this face already
+                        f.embedding = p["_embedding"]
                     f.features = {k: v for k, v in p.items() if k.split("_")[0] in features}
             res = ImageResult(
                 img.uri,
@@ -144,7 +146,7 @@ class Analyzer:
                 spent_ms=(time.perf_counter() - t0) * 1000,
             )
             results.append(res)
-            pending.extend((res, f) for f in faces)
+            pending.extend((res, f) for f in faces if not f.embedding.size)
         t0 = time.perf_counter()
         for start in range(0, len(pending), self.batch_size):
             chunk = pending[start : start + self.batch_size]

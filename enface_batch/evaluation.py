@@ -188,3 +188,129 @@ def attribute_scores(analyzer: Analyzer, root: Path, split: str = "val", limit: 
         "age_bin_or_adjacent": adj_ok / max(n, 1),
         "age_years_outside_bin": float(np.mean(abs_err)) if abs_err else float("nan"),
     }
+
+
+# --- issue 6: race, per-face attribute predictions, detection precision-recall ---------------------------------
+
+RACES = ["White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern"]
+
+
+def attribute_predictions(
+    analyzer: Analyzer, root: Path, split: str = "val", limit: int | None = None, features=("gender", "age", "race")
+) -> list[dict]:
+    """One row per FairFace image: its labels and what the pack answered for the central face (None: no face)."""
+    features = tuple(f for f in features if f in analyzer.pack.features)
+    rows = fairface_rows(root, split, limit)
+    faces = embed_central(analyzer, [str(root / r["image"]) for r in rows], features=features)
+    out = []
+    for r in rows:
+        f = faces.get(str(root / r["image"]))
+        out.append({**r, "pred": dict(f.features) if f is not None else None})
+    return out
+
+
+def attribute_summary(preds: list[dict]) -> dict:
+    """Gender accuracy, age bins (exact, adjacent, years outside the bin, per true bin) and race (top-1, per-class
+    recall, confusion matrix, share answered 'unknown') over the faces found."""
+    found = [p for p in preds if p["pred"] is not None]
+    out: dict = {"images": len(preds), "faces_found": len(found)}
+    if not found:
+        return out
+    if "gender" in found[0]["pred"]:
+        out["gender_accuracy"] = float(np.mean([p["pred"]["gender"] == p["gender"].lower() for p in found]))
+    if "age" in found[0]["pred"]:
+        edges = [0, 3, 10, 20, 30, 40, 50, 60, 70, 100]
+        tb = np.array([AGE_BINS.index(p["age"]) for p in found])
+        years = np.array([p["pred"]["age"] for p in found], np.float64)
+        pb = np.array([AGE_BINS.index(age_bin(a)) for a in years])
+        lo, hi = np.array(edges)[tb], np.array(edges)[tb + 1] - 1
+        outside = np.maximum(0.0, np.maximum(lo - years, years - hi))
+        out.update(
+            age_bin_accuracy=float((pb == tb).mean()),
+            age_bin_or_adjacent=float((np.abs(pb - tb) <= 1).mean()),
+            age_years_outside_bin=float(outside.mean()),
+            age_by_bin={
+                b: {
+                    "faces": int((tb == i).sum()),
+                    "exact": float((pb[tb == i] == i).mean()) if (tb == i).any() else float("nan"),
+                    "adjacent": float((np.abs(pb[tb == i] - i) == 1).mean()) if (tb == i).any() else float("nan"),
+                    "years_outside": float(outside[tb == i].mean()) if (tb == i).any() else float("nan"),
+                }
+                for i, b in enumerate(AGE_BINS)
+            },
+        )
+    if "race" in found[0]["pred"]:
+        truth = np.array([RACES.index(p["race"]) for p in found])
+        scores = np.array([[p["pred"]["race_scores"][c] for c in RACES] for p in found], np.float64)
+        # the answered class where there is one (the scores are rounded, so their argmax may tie), else the top score
+        top = np.array(
+            [
+                RACES.index(p["pred"]["race"]) if p["pred"]["race"] in RACES else int(np.argmax(s))
+                for p, s in zip(found, scores, strict=True)
+            ]
+        )
+        conf = np.zeros((len(RACES), len(RACES)), np.int64)
+        np.add.at(conf, (truth, top), 1)
+        recall = conf.diagonal() / np.maximum(conf.sum(1), 1)
+        unknown = np.array([p["pred"]["race"] == "unknown" for p in found])
+        answered = ~unknown
+        out.update(
+            race_top1=float((top == truth).mean()),
+            race_recall={c: float(r) for c, r in zip(RACES, recall, strict=True)},
+            race_min_recall=float(recall.min()),
+            race_confusion=conf.tolist(),
+            race_unknown_share=float(unknown.mean()),
+            race_accuracy_when_answered=float((top[answered] == truth[answered]).mean()) if answered.any() else 0.0,
+        )
+    return out
+
+
+def detection_pr(detector, root: Path, *, limit: int | None = None, floor: float = 0.3, min_iou: float = 0.3) -> dict:
+    """Every detection above `floor` in the labelled CMU+MIT images, with its score and whether it matched a GT box
+    (same matching rule as detection_scores, greedy by score), for a precision-recall curve. Images without GT
+    boxes are skipped (they hold unlabelled faces). Boxes come from the pack's primary detector; a landmark
+    refiner does not move them."""
+    from . import imaging
+
+    prim = getattr(detector, "primary", detector)
+    gt = {k: v for k, v in mitcmu_boxes(root).items() if len(v)}
+    names = sorted(gt)[:limit] if limit else sorted(gt)
+    saved, prim.threshold = prim.threshold, floor
+    scores, hits, n_gt = [], [], 0
+    try:
+        for name in names:
+            img = imaging.load(str(root / "test_jpg" / name))
+            det = prim.detect(img.rgb)
+            g = gt[name]
+            n_gt += len(g)
+            if not len(det):
+                continue
+            d = det.boxes * img.scale
+            m = iou(g, d)
+            gc = np.stack([(g[:, 0] + g[:, 2]) / 2, (g[:, 1] + g[:, 3]) / 2], 1)
+            inside = (
+                (gc[:, None, 0] >= d[None, :, 0])
+                & (gc[:, None, 0] <= d[None, :, 2])
+                & (gc[:, None, 1] >= d[None, :, 1])
+                & (gc[:, None, 1] <= d[None, :, 3])
+            )
+            m = np.where(inside & (m > 0.1), np.maximum(m, min_iou), m)
+            free = np.ones(len(g), bool)
+            for j in np.argsort(-det.scores):
+                cand = np.where(free, m[:, j], -1.0)
+                i = int(np.argmax(cand))
+                hit = cand[i] >= min_iou
+                if hit:
+                    free[i] = False
+                scores.append(float(det.scores[j]))
+                hits.append(bool(hit))
+    finally:
+        prim.threshold = saved
+    return {"scores": np.array(scores), "hits": np.array(hits, bool), "gt_faces": n_gt, "images": len(names)}
+
+
+def pr_at(pr: dict, threshold: float) -> tuple[float, float]:
+    """(precision, recall) of the detections scoring at least `threshold`."""
+    keep = pr["scores"] >= threshold
+    tp = int(pr["hits"][keep].sum())
+    return tp / max(int(keep.sum()), 1), tp / max(pr["gt_faces"], 1)

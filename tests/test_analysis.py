@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PIL import Image
 from enface_batch import score
 from enface_batch.analyze import FeatureUnavailable, check_features
 from enface_batch.evaluation import central_face
+from enface_batch.models.heads import RACES
 from enface_batch.scoring import calibration_for
 
 
@@ -150,11 +152,18 @@ def test_roll_and_bbox_pro_follow_a_turned_photo(analyzer, test_data, tmp_path):
     assert np.degrees(np.arctan2(y1 - y0, x1 - x0)) == pytest.approx(b.roll, abs=0.5)
 
 
-def test_race_is_refused_not_guessed(analyzer):
+def test_race_is_answered_by_the_embedded_pack_and_refused_by_a_pack_without_it(analyzer, test_data):
+    assert check_features(["race", "age"], analyzer.pack) == ["race", "age"]
     with pytest.raises(FeatureUnavailable, match="not available in this model pack"):
-        check_features(["race"], analyzer.pack)
+        check_features(["race"], dataclasses.replace(analyzer.pack, attributes=None))
     with pytest.raises(FeatureUnavailable, match="unknown feature"):
         check_features(["mood"], analyzer.pack)
+    ex = test_data / "fixtures/face_recognition_examples/examples"
+    res = _faces(analyzer, [ex / "obama.jpg"], features=["race", "gender", "age"])
+    f = central_face(next(iter(res.values()))).features
+    assert f["race"] in (*RACES, "unknown") and 0 < f["race_score"] <= 1
+    assert set(f["race_scores"]) == set(RACES) and abs(sum(f["race_scores"].values()) - 1) < 0.01
+    assert f["gender"] == "male" and 40 <= f["age"] <= 60
 
 
 def test_score_is_monotone_and_ranks_same_person_above_strangers(analyzer, test_data):

@@ -85,9 +85,11 @@ def test_detect_writes_parquet_tables(photos, tmp_path):
     assert status == {"obama.jpg": "faces", "group.jpg": "faces", "landscape.jpg": "no_faces", "broken.jpg": "error"}
 
 
-def test_race_and_unknown_features_are_usage_errors(photos):
-    p = enface("detect", str(photos), "--features", "race")
-    assert p.returncode == 2 and "not available in this model pack" in p.stderr
+def test_race_is_answered_and_unknown_features_are_usage_errors(photos):
+    p = enface("detect", str(photos / "obama.jpg"), "--features", "race")
+    assert p.returncode == 0, p.stderr
+    feats = json.loads(p.stdout)["results"][0]["faces"][0]["features"]
+    assert feats["race"] and 0 < feats["race_score"] <= 1 and "gender" not in feats
     assert enface("detect", str(photos), "--features", "mood").returncode == 2
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import onnx
 
 from ..settings import get_settings
-from .attributes import Attributes, CydralAgeGender, InsightfaceGenderAge
+from .attributes import Attributes, InsightfaceGenderAge
 from .detector import SCRFD, Detector, RefinedDetector, RetinaFace, YuNet
 from .embedder import ArcFaceONNX, Embedder, SFace
 from .fetch import ensure_files
+from .heads import FairFaceHeads, heads_version
 
 # Candidates measured for the embedded pack (see the README's model table); the first is the default.
 EMBEDDED_DETECTORS = {
@@ -26,6 +27,8 @@ EMBEDDED_DETECTORS = {
 }
 EMBEDDED_EMBEDDERS = {"sface": (SFace, "sface_2021dec.onnx")}
 CYDRAL_FILES = ("cydral_age_v1.onnx", "cydral_gender_v1.onnx", "cydral_manifest.json")
+# Gender, age and race: the project's FairFace heads over SFace and Cydral-age features (models/heads.py).
+HEADS_FILES = ("sface_2021dec.onnx", "cydral_age_v1.onnx", "cydral_manifest.json")
 
 
 class PackError(RuntimeError):
@@ -60,7 +63,7 @@ def load_pack(
         emb_cls, emb_file = EMBEDDED_EMBEDDERS[embedder]
         refine = detector.endswith("+retinaface")
         refiner_file = EMBEDDED_DETECTORS["retinaface"][1]
-        paths = ensure_files([det_file, emb_file, *CYDRAL_FILES, *([refiner_file] if refine else [])])
+        paths = ensure_files([det_file, emb_file, *HEADS_FILES, *([refiner_file] if refine else [])])
         det = det_cls(str(paths[det_file]), **det_kw)
         if refine:
             det = RefinedDetector(det, RetinaFace(str(paths[refiner_file]), **{**det_kw, "threshold": 0.3}))
@@ -68,11 +71,13 @@ def load_pack(
             name="embedded",
             detector=det,
             embedder=emb_cls(str(paths[emb_file]), threads=threads),
-            attributes=CydralAgeGender(*(paths[f] for f in CYDRAL_FILES), threads=threads),
+            attributes=FairFaceHeads(
+                *(paths[f] for f in HEADS_FILES), threads=threads, share_embedding=emb_file == HEADS_FILES[0]
+            ),
             models={
                 "detector": det_file + ("+" + refiner_file if refine else ""),
                 "embedder": emb_file,
-                "attributes": "cydral_age_gender_v1",
+                "attributes": heads_version(),
             },
         )
     return load_insightface_pack(Path(spec), det_kw=det_kw, threads=threads)

@@ -1,0 +1,210 @@
+"""Gender, age and race from small linear heads trained by the project on FairFace (CC BY 4.0).
+
+The heads read features that registry models already compute, so they add no network of their own:
+  * SFace (the embedder's model file) on the ArcFace 112 px crop: its 128-d embedding and its last three
+    feature maps (conv_12, conv_13, conv_14), average-pooled;
+  * Cydral age-v1 (dlib-models, CC0) on the dlib 64 px chip: its 81 age probabilities and 256-d pooled features;
+each averaged over the face and its mirror image. Three multinomial logistic regressions (race 7 classes,
+gender 2, FairFace's 9 age bins) are fitted on fairface/train by enface_batch/train/attributes.py; their
+weights (65 KB, enface_batch/data/attribute_heads.npz) ship with the package. Model card:
+docs/model_card_attributes.md.
+
+Race is an estimate: FairFace's seven labels are annotators' perceptions, and the measured per-class recall
+(model card) ranges from 50 % to 87 %. Below the heads' race_min_score (0.38) the answer is "unknown".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .align import arcface_crop, chip_crop
+from .attributes import Attributes
+from .session import Model
+
+RACES = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern")
+AGE_EDGES = (0, 3, 10, 20, 30, 40, 50, 60, 70, 100)
+HEADS_FILE = "attribute_heads.npz"
+
+
+def _with_outputs(path: str | Path, names: list[str]) -> bytes:
+    """The ONNX graph with extra intermediate tensors exposed as outputs (no extra compute)."""
+    m = onnx.load(str(path))
+    have = {o.name for o in m.graph.output}
+    for n in names:
+        if n not in have:
+            m.graph.output.append(helper.make_empty_tensor_value_info(n))
+    return m.SerializeToString()
+
+
+class FaceFeatures:
+    """The features the heads read, per face, each [N, d] float32, averaged over the face and its mirror image:
+    "emb" (SFace embedding), "c14" / "m13" / "m12" (SFace's last three feature maps, average-pooled), "agep" and
+    "agef" (Cydral age probabilities and pooled features). Only the blocks asked for are computed."""
+
+    SFACE_MAPS = {"c14": "conv_14_relu", "m13": "conv_13_relu", "m12": "conv_12_relu"}
+    AGE_POOL = "layer_2_global_average_pool"
+    CYDRAL_MEAN = np.array([122.782, 117.001, 104.298], np.float32)
+    ALL = ("emb", "c14", "m13", "m12", "agep", "agef")
+
+    def __init__(
+        self,
+        sface: str | Path,
+        age: str | Path,
+        *,
+        blocks: tuple[str, ...] = ALL,
+        threads: int | None = None,
+        batch: int = 16,
+        flip: bool = True,
+    ) -> None:
+        self.blocks = tuple(blocks)
+        self.flip = flip
+        self.maps = [k for k in self.SFACE_MAPS if k in self.blocks]
+        self.sface = Model(_with_outputs(sface, [self.SFACE_MAPS[k] for k in self.maps]), threads=threads)
+        self.age = None
+        if {"agep", "agef"} & set(self.blocks):
+            self.age = Model(_with_outputs(age, [self.AGE_POOL]), threads=threads)
+        self.batch = batch
+
+    def _run(self, model: Model, x: np.ndarray) -> list[np.ndarray]:
+        parts = []
+        for i in range(0, len(x), self.batch):
+            # pool the feature maps per chunk so a crowd photo never holds all of them at once
+            parts.append(
+                [o if o.ndim == 2 else o.mean((2, 3)) for o in model.run(np.ascontiguousarray(x[i : i + self.batch]))]
+            )
+        return [np.concatenate(p) for p in zip(*parts, strict=True)]
+
+    def extract(self, rgb: np.ndarray, kps: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(kps)
+        views = (lambda c: np.concatenate([c, c[:, :, ::-1]])) if self.flip else (lambda c: c)  # noqa: E731
+        mean = lambda a: (((a[:n] + a[n:]) / 2) if self.flip else a).reshape(n, -1).astype(np.float32)  # noqa: E731
+        arc = views(np.stack([arcface_crop(rgb, k) for k in kps])).astype(np.float32).transpose(0, 3, 1, 2)
+        emb, *maps = self._run(self.sface, arc)
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        out = {"emb": mean(emb), "_embedding": emb[:n].astype(np.float32)}
+        out.update({k: mean(m) for k, m in zip(self.maps, maps, strict=True)})
+        if self.age is not None:
+            chip = views(np.stack([chip_crop(rgb, k, 64) for k in kps])).astype(np.float32)
+            agep, agef = self._run(self.age, ((chip - self.CYDRAL_MEAN) / 256.0).transpose(0, 3, 1, 2))
+            out.update(agep=mean(agep), agef=mean(agef))
+        return {k: v for k, v in out.items() if k in self.blocks or k == "_embedding"}
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+class Heads:
+    """Linear heads over concatenated feature blocks, weights folded with the standardisation: p = softmax(xW + b)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        if path is None:
+            with resources.as_file(resources.files("enface_batch.data").joinpath(HEADS_FILE)) as p:
+                z = np.load(p, allow_pickle=False)
+                self._load(z)
+        else:
+            self._load(np.load(path, allow_pickle=False))
+
+    def _load(self, z) -> None:
+        self.meta = json.loads(str(z["meta"]))
+        self.blocks: dict[str, list[str]] = self.meta["blocks"]
+        self.w = {k: z[f"{k}_w"].astype(np.float32) for k in self.blocks}
+        self.b = {k: z[f"{k}_b"].astype(np.float32) for k in self.blocks}
+        self.race_min_score = float(self.meta["race_min_score"])
+
+    def proba(self, task: str, feats: dict[str, np.ndarray]) -> np.ndarray:
+        x = np.concatenate([feats[b] for b in self.blocks[task]], 1)
+        return _softmax(x @ self.w[task] + self.b[task])
+
+
+def heads_version() -> str:
+    """The model stamp of the shipped heads: their file's content hash."""
+    res = resources.files("enface_batch.data").joinpath(HEADS_FILE)
+    if not res.is_file():  # only while bootstrapping: enface_batch.train.attributes writes it
+        return "fairface_heads_missing"
+    data = res.read_bytes()
+    return f"fairface_heads_{hashlib.sha256(data).hexdigest()[:10]}+cydral_age_v1"
+
+
+def age_years(bin_index: np.ndarray, cydral_years: np.ndarray) -> np.ndarray:
+    """Years consistent with the chosen bin: Cydral's estimate, moved into the bin when it falls outside.
+
+    The upper end stays 0.5 below the next bin's edge so that rounding to 0.1 never crosses into it."""
+    lo = np.asarray(AGE_EDGES, np.float32)[bin_index]
+    hi = np.asarray(AGE_EDGES, np.float32)[bin_index + 1] - 0.5
+    return np.clip(cydral_years, lo, hi)
+
+
+class FairFaceHeads(Attributes):
+    """gender, age (years + FairFace bin) and race (7 FairFace classes or "unknown") from the trained heads."""
+
+    features = frozenset({"gender", "age", "race"})
+
+    def __init__(
+        self,
+        sface: str | Path,
+        age_model: str | Path,
+        manifest: str | Path,
+        *,
+        heads: str | Path | None = None,
+        threads: int | None = None,
+        share_embedding: bool = False,
+    ) -> None:
+        # share_embedding: the pack's embedder is this same SFace file on the same ArcFace crop, so the face view's
+        # embedding computed here is handed to the analyser (key "_embedding") instead of being computed twice.
+        self.share_embedding = share_embedding
+        self._files, self._threads = (sface, age_model), threads
+        self._extractor: FaceFeatures | None = None
+        self._heads_path, self._heads = heads, None
+        info = json.loads(Path(manifest).read_text())
+        self.age_weights = np.asarray(info["models"]["age"]["age_weights"], np.float32)
+
+    @property
+    def heads(self) -> Heads:
+        if self._heads is None:
+            self._heads = Heads(self._heads_path)
+        return self._heads
+
+    @property
+    def extractor(self) -> FaceFeatures:
+        # Loaded on first use: a pack that is never asked for features pays nothing for a second SFace session.
+        if self._extractor is None:
+            need = {b for blocks in self.heads.blocks.values() for b in blocks} | {"agep"}
+            flip = bool(self.heads.meta.get("flip", True))  # trained on face + mirror means (training's default)
+            self._extractor = FaceFeatures(*self._files, blocks=tuple(need), flip=flip, threads=self._threads)
+        return self._extractor
+
+    def predict(self, rgb: np.ndarray, kps: np.ndarray, boxes: np.ndarray) -> list[dict]:
+        if len(kps) == 0:
+            return []
+        f = self.extractor.extract(rgb, kps)
+        pg = self.heads.proba("gender", f)  # [female, male]
+        pa = self.heads.proba("age", f)
+        pr = self.heads.proba("race", f)
+        bins = pa.argmax(1)
+        years = age_years(bins, f["agep"] @ self.age_weights)
+        out = []
+        for i, (g, a, ab, y, r) in enumerate(zip(pg, pa, bins, years, pr, strict=True)):
+            gi, ri = int(np.argmax(g)), int(np.argmax(r))
+            out.append(
+                {
+                    **({"_embedding": f["_embedding"][i]} if self.share_embedding else {}),
+                    "gender": ("female", "male")[gi],
+                    "gender_score": float(g[gi]),
+                    "age": round(float(y), 1),
+                    "age_score": round(float(a[ab]), 3),
+                    "race": RACES[ri] if r[ri] >= self.heads.race_min_score else "unknown",
+                    "race_score": round(float(r[ri]), 3),
+                    "race_scores": {c: round(float(p), 3) for c, p in zip(RACES, r, strict=True)},
+                }
+            )
+        return out
