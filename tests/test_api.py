@@ -356,12 +356,18 @@ def test_detect(server):
         http.post("/detect", files={"images": ("b.jpg", server.photo("biden.jpg"))}, data={"feature_check": "race"}),
         401,
     )
-    _err(
+    raced = _ok(
         http.post(
             "/detect", files={"images": ("b.jpg", server.photo("biden.jpg"))}, data={"feature_check": "race"}, headers=h
+        )
+    )
+    assert "race" in raced["results"][0]["faces"][0]["features"]
+    _err(
+        http.post(
+            "/detect", files={"images": ("b.jpg", server.photo("biden.jpg"))}, data={"feature_check": "mood"}, headers=h
         ),
         400,
-        "race",
+        "mood",
     )
 
 
