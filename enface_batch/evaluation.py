@@ -113,6 +113,18 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
 
 
+def _credit_centres(m: np.ndarray, g: np.ndarray, d: np.ndarray, min_iou: float) -> np.ndarray:
+    """CMU+MIT boxes are tight: a detection holding a GT box's centre (and overlapping it) counts as a hit."""
+    gc = np.stack([(g[:, 0] + g[:, 2]) / 2, (g[:, 1] + g[:, 3]) / 2], 1)
+    inside = (
+        (gc[:, None, 0] >= d[None, :, 0])
+        & (gc[:, None, 0] <= d[None, :, 2])
+        & (gc[:, None, 1] >= d[None, :, 1])
+        & (gc[:, None, 1] <= d[None, :, 3])
+    )
+    return np.where(inside & (m > 0.1), np.maximum(m, min_iou), m)
+
+
 def mitcmu_boxes(root: Path) -> dict[str, np.ndarray]:
     boxes: dict[str, list] = {p.name: [] for p in sorted((root / "test_jpg").glob("*.jpg"))}
     for line in (root / "ground_truth_bboxes.txt").read_text().splitlines():
@@ -137,14 +149,7 @@ def detection_scores(analyzer: Analyzer, root: Path, *, min_iou: float = 0.3) ->
             continue
         m = iou(g, d) if len(d) else np.zeros((len(g), 0))
         if len(d):
-            gc = np.stack([(g[:, 0] + g[:, 2]) / 2, (g[:, 1] + g[:, 3]) / 2], 1)
-            inside = (
-                (gc[:, None, 0] >= d[None, :, 0])
-                & (gc[:, None, 0] <= d[None, :, 2])
-                & (gc[:, None, 1] >= d[None, :, 1])
-                & (gc[:, None, 1] <= d[None, :, 3])
-            )
-            m = np.where(inside & (m > 0.1), np.maximum(m, min_iou), m)
+            m = _credit_centres(m, g, d, min_iou)
         used = set()
         for i in np.argsort(-m.max(1) if m.size else np.zeros(len(g))):
             if not m.size:
@@ -287,14 +292,7 @@ def detection_pr(detector, root: Path, *, limit: int | None = None, floor: float
                 continue
             d = det.boxes * img.scale
             m = iou(g, d)
-            gc = np.stack([(g[:, 0] + g[:, 2]) / 2, (g[:, 1] + g[:, 3]) / 2], 1)
-            inside = (
-                (gc[:, None, 0] >= d[None, :, 0])
-                & (gc[:, None, 0] <= d[None, :, 2])
-                & (gc[:, None, 1] >= d[None, :, 1])
-                & (gc[:, None, 1] <= d[None, :, 3])
-            )
-            m = np.where(inside & (m > 0.1), np.maximum(m, min_iou), m)
+            m = _credit_centres(m, g, d, min_iou)
             free = np.ones(len(g), bool)
             for j in np.argsort(-det.scores):
                 cand = np.where(free, m[:, j], -1.0)

@@ -63,6 +63,15 @@ def _has_light(lake) -> bool:
     return hasattr(lake, "reader")
 
 
+def _one_person(lake, person_id: str, list_id: str | None) -> dict:
+    pid = validate.uuid_str(person_id, "person_id")
+    lid = validate.uuid_str(list_id, "list_id") if list_id else DEFAULT_LIST_ID
+    rows = _person_rows(lake, {"person_id": pid, "list_id": lid})
+    if not rows:
+        raise NotFound(f"person {pid} not found in list {lid}")
+    return rows[0]
+
+
 def _person_rows(lake, where: dict) -> list[dict]:
     if _has_light(lake):
         rows = lake.read("persons", where=where, columns=[*_PERSON_LIGHT, "__has_image", "__has_thumb"]).to_pylist()
@@ -166,12 +175,8 @@ def person_detail(
 ) -> dict:
     """A person with all its faces (the face that created it, and faces merged or enrolled into it), each with
     the image it came from, and the scanned photos whose faces matched it best (from the actions table)."""
-    pid = validate.uuid_str(person_id, "person_id")
-    lid = validate.uuid_str(list_id, "list_id") if list_id else DEFAULT_LIST_ID
-    rows = _person_rows(lake, {"person_id": pid, "list_id": lid})
-    if not rows:
-        raise NotFound(f"person {pid} not found in list {lid}")
-    r = rows[0]
+    r = _one_person(lake, person_id, list_id)
+    pid, lid = r["person_id"], r["list_id"]
     n_appear = 0 if str(appearances) == "0" else page(0, appearances)[1]
     faces = [
         {
@@ -286,10 +291,5 @@ def get_person(lake, person_id: str, list_id: str | None = None) -> dict:
     """The seed's /person record (as ops.persons.get_person), read from light columns only."""
     from .persons import _public as seed_public
 
-    pid = validate.uuid_str(person_id, "person_id")
-    lid = validate.uuid_str(list_id, "list_id") if list_id else DEFAULT_LIST_ID
-    rows = _person_rows(lake, {"person_id": pid, "list_id": lid})
-    if not rows:
-        raise NotFound(f"person {pid} not found in list {lid}")
-    r = rows[0]
+    r = _one_person(lake, person_id, list_id)
     return seed_public({**r, "image": b"" if r["has_image"] else None})
