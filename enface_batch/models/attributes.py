@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .align import chip_crop, similarity_transform
+from .align import similarity_transform
 from .session import Model
 
 try:
@@ -23,36 +22,6 @@ class Attributes:
 
     def predict(self, rgb: np.ndarray, kps: np.ndarray, boxes: np.ndarray) -> list[dict]:
         raise NotImplementedError
-
-
-class CydralAgeGender(Attributes):
-    """dlib-models' Cydral predictors (CC0): dlib face chips with padding 0.2, (RGB - mean) / 256."""
-
-    features = frozenset({"gender", "age"})
-    MEAN = np.array([122.782, 117.001, 104.298], np.float32)
-
-    def __init__(self, age_model: str | Path, gender_model: str | Path, manifest: str | Path, **kw) -> None:
-        self.age = Model(str(age_model), **kw)
-        self.gender = Model(str(gender_model), **kw)
-        info = json.loads(Path(manifest).read_text())
-        self.age_weights = np.asarray(info["models"]["age"]["age_weights"], np.float32)
-        self.labels = info["models"]["gender"]["labels"]
-
-    def _batch(self, rgb: np.ndarray, kps: np.ndarray, size: int) -> np.ndarray:
-        chips = np.stack([chip_crop(rgb, k, size) for k in kps]).astype(np.float32)
-        return np.ascontiguousarray(((chips - self.MEAN) / 256.0).transpose(0, 3, 1, 2))
-
-    def predict(self, rgb: np.ndarray, kps: np.ndarray, boxes: np.ndarray) -> list[dict]:
-        if len(kps) == 0:
-            return []
-        pg = self.gender.run(self._batch(rgb, kps, 32))[0]
-        pa = self.age.run(self._batch(rgb, kps, 64))[0]
-        ages = pa @ self.age_weights
-        out = []
-        for g, a in zip(pg, ages, strict=True):
-            i = int(np.argmax(g))
-            out.append({"gender": self.labels[i], "gender_score": float(g[i]), "age": float(a)})
-        return out
 
 
 class InsightfaceGenderAge(Attributes):

@@ -26,7 +26,6 @@ EMBEDDED_DETECTORS = {
     "retinaface": (RetinaFace, "retinaface_mnet025.onnx"),
 }
 EMBEDDED_EMBEDDERS = {"sface": (SFace, "sface_2021dec.onnx")}
-CYDRAL_FILES = ("cydral_age_v1.onnx", "cydral_gender_v1.onnx", "cydral_manifest.json")
 # Gender, age and race: the project's FairFace heads over SFace and Cydral-age features (models/heads.py).
 HEADS_FILES = ("sface_2021dec.onnx", "cydral_age_v1.onnx", "cydral_manifest.json")
 
