@@ -1,9 +1,10 @@
 """Side by side on one folder of real photos: (a) face_recognition's CLI, (b) our scan flow, (c) the floor.
 
-    python bench/throughput.py [--lfw 300] [--runner processes] [--skip-peer]
+    python bench/throughput.py [--lfw N] [--runner threads|processes|dask] [--skip-peer] [--features gender,age]
 
-The folder (built in a temp dir, outside the repo) holds fixtures (deepface_tests, group_photos), a slice of
-lfw_dev, and the large phone photos of the CompreFace set. Figures:
+The folder (built in a temp dir, outside the repo) holds every fixture photo the peer can read (JPEG/PNG: the
+deepface phone photos, couples, class photos and crowds, dlib and face_recognition examples, scenes without
+faces) and all 3,811 lfw_dev photos (--lfw N keeps the first N, for a quick look). Figures:
 (a) `face_recognition KNOWN FOLDER --cpus 2` (dlib HOG detector + ResNet embeddings), installed into its own
     venv by this script on top of `dlib-bin` (no dlib build);
 (b) `enface run` (the scan flow, default pack, auto-enrolment on, no attributes: face_recognition computes none
@@ -36,12 +37,16 @@ from enface_batch.settings import get_settings  # noqa: E402
 PEER_VENV = Path(os.environ.get("ENFACE_PEER_VENV", Path(tempfile.gettempdir()) / "enface-peer-venv"))
 
 
-def build_folder(dest: Path, lfw: int) -> list[Path]:
+PEER_SUFFIXES = (".jpg", ".jpeg", ".png")  # what face_recognition's CLI reads; both sides get the same files
+
+
+def build_folder(dest: Path, lfw: int | None = None) -> list[Path]:
+    """Every fixture photo (phone photos, couples, class photos, crowds, scenes without faces) and lfw_dev."""
     data = Path(get_settings().test_data)
     fx = data / "fixtures"
-    for src in (fx / "deepface_tests/images", fx / "group_photos/compreface", fx / "group_photos/ultralight"):
-        for p in sorted(src.glob("*.jpg")):
-            shutil.copy(p, dest / f"{src.name}_{p.name}")
+    for p in sorted(fx.rglob("*")):
+        if p.suffix.lower() in PEER_SUFFIXES and not any(part.startswith(".") for part in p.parts):
+            shutil.copy(p, dest / "_".join(p.relative_to(fx).parts))
     for p in sorted((data / "lfw_dev/images").glob("*/*.jpg"))[:lfw]:
         shutil.copy(p, dest / p.name)
     return sorted(dest.iterdir())
@@ -110,8 +115,8 @@ def make_source(lake_uri: str, folder: str, features: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--lfw", type=int, default=300, help="lfw_dev photos to add")
-    ap.add_argument("--runner", default="processes")
+    ap.add_argument("--lfw", type=int, default=None, help="lfw_dev photos to add (default: all 3,811)")
+    ap.add_argument("--runner", default="threads", help="the scan flow's runner (threads is `enface run`'s default)")
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--features", default="", help="e.g. gender,age (default: none, like the peer)")
     args = ap.parse_args()

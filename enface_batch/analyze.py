@@ -17,6 +17,7 @@ from .imaging import jpeg_bytes
 from .models import ModelPack
 from .models.align import arcface_crop, face_crop, rotated_box
 from .models.pose import pose_from_landmarks
+from .models.session import default_threads
 from .settings import get_settings
 
 FEATURES = ("gender", "age", "race")
@@ -85,6 +86,7 @@ class Analyzer:
         self.pack = pack
         self.batch_size = batch_size or s.batch_size
         self.decode_max_side = decode_max_side or s.decode_max_side
+        self._pool: ThreadPoolExecutor | None = None
 
     def _faces_of(self, img: imaging.DecodedImage, multi: bool) -> tuple[list[Face], list[tuple]]:
         det = self.pack.detector.detect(img.rgb)
@@ -148,15 +150,26 @@ class Analyzer:
             results.append(res)
             pending.extend((res, f) for f in faces if not f.embedding.size)
         t0 = time.perf_counter()
-        for start in range(0, len(pending), self.batch_size):
-            chunk = pending[start : start + self.batch_size]
-            emb = self.pack.embedder.embed(np.stack([f.thumb for _, f in chunk]))
-            for (_, f), e in zip(chunk, emb, strict=True):
+        batches = [pending[i : i + self.batch_size] for i in range(0, len(pending), self.batch_size)]
+        for batch, emb in zip(batches, self._map(self._embed, batches), strict=True):
+            for (_, f), e in zip(batch, emb, strict=True):
                 f.embedding = e
         share = (time.perf_counter() - t0) * 1000 / max(1, len(pending))
         for res, _ in pending:
             res.spent_ms += share
         return results
+
+    def _embed(self, batch: list[tuple[ImageResult, Face]]) -> np.ndarray:
+        return self.pack.embedder.embed(np.stack([f.thumb for _, f in batch]))
+
+    def _map(self, fn, items: list) -> Iterable:
+        """Several embedder batches run side by side: a crowd photo's hundred faces would otherwise keep one
+        core busy while the others wait (sessions use one thread each when workers share the cores)."""
+        if len(items) < 2:
+            return map(fn, items)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=default_threads(), thread_name_prefix="embed")
+        return self._pool.map(fn, items)
 
     def analyze_uris(
         self,

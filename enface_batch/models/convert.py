@@ -71,3 +71,33 @@ def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
         out.type.tensor_type.shape.dim[0].dim_param = "N"
     del model.graph.value_info[:]
     return model
+
+
+def prelu_as_relu_affine(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite every PRelu(x, a) with a constant per-channel slope as (1 - a) * Relu(x) + a * x.
+
+    The same function, but onnxruntime's CPU PRelu broadcasts the slope element by element and is not NCHWc
+    aware, so each one costs more than its convolution plus two layout reorders: SFace spent 50 % of its time
+    in PRelu and 11 % in reorders (28 ms a face on one core). Relu, Mul and Add fuse into the NCHWc convolutions
+    instead (14 ms a face). Output tensor names are kept, so anything reading intermediate maps still finds them.
+    """
+    g = model.graph
+    init = {t.name: t for t in g.initializer}
+    nodes = []
+    for node in g.node:
+        if node.op_type != "PRelu" or node.input[1] not in init:
+            nodes.append(node)
+            continue
+        x, slope = node.input
+        y = node.output[0]
+        a = numpy_helper.to_array(init[slope]).astype(np.float32)
+        g.initializer.append(numpy_helper.from_array(1.0 - a, f"{slope}_one_minus"))
+        nodes += [
+            helper.make_node("Relu", [x], [f"{y}_pos"]),
+            helper.make_node("Mul", [f"{y}_pos", f"{slope}_one_minus"], [f"{y}_pos_scaled"]),
+            helper.make_node("Mul", [x, slope], [f"{y}_lin"]),
+            helper.make_node("Add", [f"{y}_pos_scaled", f"{y}_lin"], [y]),
+        ]
+    del g.node[:]
+    g.node.extend(nodes)
+    return model

