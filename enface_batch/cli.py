@@ -463,7 +463,9 @@ def run_cmd(
     dask_address: Annotated[
         str | None, typer.Option("--dask-address", help="Scheduler of an existing Dask cluster (tcp://host:8786)")
     ] = None,
-    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Images per worker task")] = 16,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", help="At most this many images (and 16 MB of files) per worker task")
+    ] = 64,
     lake: LakeOpt = None,
 ) -> None:
     """Run the scan flow: analyse every new image of the sources, search and auto-enrol, write the tables."""

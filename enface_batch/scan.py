@@ -142,9 +142,29 @@ def plan(lake: Lake, source_id: str, *, hash_threads: int = 8) -> Plan:
     return Plan(source, files, unchanged, analyse, aliases)
 
 
-def chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+CHUNK_IMAGES = 64
+CHUNK_BYTES = 16 << 20
+
+
+def chunks(plan: Plan, max_images: int = CHUNK_IMAGES, max_bytes: int = CHUNK_BYTES) -> Iterator[list[str]]:
+    """The URIs to analyse, in listing order, cut into worker tasks of at most max_images files and max_bytes.
+
+    Each task costs the orchestrator ~0.1 s of CPU (Prefect's client and server), so small files go many to a
+    task; the byte bound keeps a run of phone or crowd photos from landing in one task that a single worker
+    would then chew on alone at the end of the scan.
+    """
+    sizes = {e.uri: e.size for e in plan.files}
+    chunk: list[str] = []
+    total = 0
+    for uri, _ in plan.analyse:
+        size = sizes.get(uri, 0)
+        if chunk and (len(chunk) >= max_images or total + size > max_bytes):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(uri)
+        total += size
+    if chunk:
+        yield chunk
 
 
 def analyze_chunk(analyzer: Analyzer, uris: list[str], features: list[str]) -> list[ImageResult]:
@@ -303,13 +323,19 @@ class ScanWriter:
 
 
 def scan_source(
-    lake: Lake, analyzer: Analyzer, source_id: str, *, chunk_size: int = 16, run_id: str | None = None, on_chunk=None
+    lake: Lake,
+    analyzer: Analyzer,
+    source_id: str,
+    *,
+    chunk_size: int = CHUNK_IMAGES,
+    run_id: str | None = None,
+    on_chunk=None,
 ) -> Summary:
     """One source, in this process (the flow runs the same steps with chunks fanned out to workers)."""
     p = plan(lake, source_id)
     writer = ScanWriter(lake, analyzer, p, run_id=run_id)
     writer.recover()
-    for chunk in chunks([u for u, _ in p.analyse], chunk_size):
+    for chunk in chunks(p, chunk_size):
         writer.write(analyze_chunk(analyzer, chunk, writer.features))
         if on_chunk:
             on_chunk(len(chunk))

@@ -21,7 +21,7 @@ from enface_batch.analyze import Analyzer, ImageResult
 from enface_batch.lake.store import Lake
 from enface_batch.models import load_pack
 from enface_batch.ops.catalog import list_sources
-from enface_batch.scan import ScanWriter, Summary, analyze_chunk, chunks, plan
+from enface_batch.scan import CHUNK_IMAGES, ScanWriter, Summary, analyze_chunk, chunks, plan
 
 _ANALYZERS: dict[int | None, Analyzer] = {}
 
@@ -101,13 +101,14 @@ def summary_markdown(summaries: list[Summary]) -> str:
 def scan(
     sources: list[str] | None = None,
     lake: str | None = None,
-    chunk_size: int = 16,
+    chunk_size: int = CHUNK_IMAGES,
     workers: int | None = None,
     commit_images: int = 256,
 ) -> list[dict]:
     """Scan sources (ids or names; all with a uri when none given) into the lake.
 
-    chunk_size: images per worker task; commit_images: images per lake commit (also committed every 10 s).
+    chunk_size: at most this many images (and 16 MB) per worker task; commit_images: images per lake commit
+    (also committed every 10 s).
     """
     log = get_run_logger()
     lk = Lake(lake)
@@ -121,7 +122,7 @@ def scan(
         recovered = writer.recover()
         if recovered:
             log.warning(f"source {source['name']}: removed rows of an interrupted run {recovered}; redoing them")
-        todo = list(chunks([u for u, _ in p.analyse], chunk_size))
+        todo = list(chunks(p, chunk_size))
         log.info(
             f"source {source['name']} ({p.source['uri']}): {len(p.files)} files, {len(p.unchanged)} unchanged, "
             f"{len(p.analyse)} new contents in {len(todo)} chunks"
@@ -166,7 +167,7 @@ def run_scan(
     runner: str = "threads",
     workers: int | None = None,
     dask_address: str | None = None,
-    chunk_size: int = 16,
+    chunk_size: int = CHUNK_IMAGES,
     commit_images: int = 256,
 ) -> list[dict]:
     """Run the scan flow with the chosen task runner (a temporary Prefect server starts if none is set)."""

@@ -243,3 +243,19 @@ def test_bad_embeddings_are_refused_without_changing_the_index(small):
         ix.add(["zero"], np.zeros((1, DIM), np.float32))
     assert len(ix) == 500 and ids[0] in ix and "fresh" not in ix
     assert ix.search(emb[:1], 1)[0][0][0] == ids[0]
+
+
+def test_the_writer_searches_with_one_openmp_thread_however_its_index_was_made(tmp_path):
+    # A single-face query on a team of OpenMP threads costs ~100x more while onnxruntime holds the cores (a
+    # scan spent 13 s of 24 there); every way the writer's Searcher gets an index must keep SEARCH_THREADS.
+    from enface_batch.lake.store import DEFAULT_LIST_ID, Lake
+    from enface_batch.ops.search import SEARCH_THREADS, Searcher
+
+    lake = Lake(str(tmp_path / "lake"))
+    searcher = Searcher(lake, 4)
+    searcher.search([DEFAULT_LIST_ID], np.ones((1, 4), np.float32), 1)  # fresh lake: built from the table
+    assert searcher.index(DEFAULT_LIST_ID).threads == SEARCH_THREADS
+    searcher.added(DEFAULT_LIST_ID, ["p1"], np.ones((1, 4), np.float32))
+    searcher.committed(lake.version("persons"))  # saved beside the tables
+    reopened = Searcher(lake, 4)
+    assert reopened.index(DEFAULT_LIST_ID).threads == SEARCH_THREADS  # loaded from the saved file

@@ -62,15 +62,7 @@ class Searcher:
             else:
                 idx = None
         if idx is None:
-            rows = self.lake.read(
-                "persons", where={"list_id": list_id}, columns=["person_id", "embedding"], version=version
-            )
-            emb = (
-                np.asarray(rows["embedding"].to_pylist(), dtype=np.float32).reshape(-1, self.dim)
-                if rows.num_rows
-                else np.zeros((0, self.dim), np.float32)
-            )
-            idx = PersonIndex.build(rows["person_id"].to_pylist(), emb, version=version)
+            idx = build_index(self.lake, list_id, self.dim, version)
             self._dirty.add(list_id)
         self._indexes[list_id] = idx
         self._fresh.add(list_id)
