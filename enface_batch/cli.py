@@ -470,6 +470,9 @@ def run_cmd(
 ) -> None:
     """Run the scan flow: analyse every new image of the sources, search and auto-enrol, write the tables."""
     _offline_prefect()
+    from flows import prefect_server
+
+    prefect_server.start()  # before the heavy imports below, so the server's start-up overlaps them
     from flows.scan import run_scan
 
     try:

@@ -15,6 +15,7 @@ from collections import deque
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from enface_batch.analyze import Analyzer, ImageResult
@@ -22,6 +23,7 @@ from enface_batch.lake.store import Lake
 from enface_batch.models import load_pack
 from enface_batch.ops.catalog import list_sources
 from enface_batch.scan import CHUNK_IMAGES, ScanWriter, Summary, analyze_chunk, chunks, plan
+from flows import prefect_server
 
 _ANALYZERS: dict[int | None, Analyzer] = {}
 
@@ -171,5 +173,13 @@ def run_scan(
     commit_images: int = 256,
 ) -> list[dict]:
     """Run the scan flow with the chosen task runner (a temporary Prefect server starts if none is set)."""
+    prefect_server.start()
+    worker_analyzer(worker_threads(workers))  # the flow process needs the models too: load them meanwhile
     flow_ = scan.with_options(task_runner=make_runner(runner, workers, dask_address))
-    return flow_(sources=sources, lake=lake, chunk_size=chunk_size, workers=workers, commit_images=commit_images)
+    kwargs = dict(sources=sources, lake=lake, chunk_size=chunk_size, workers=workers, commit_images=commit_images)
+    url = prefect_server.api_url()
+    if url is None:
+        return flow_(**kwargs)
+    os.environ["PREFECT_API_URL"] = url  # worker processes and Dask workers started from here inherit it
+    with temporary_settings({PREFECT_API_URL: url}):
+        return flow_(**kwargs)

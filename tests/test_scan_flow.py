@@ -182,3 +182,37 @@ def test_kill_9_mid_scan_then_rerun_gives_the_tables_of_an_uninterrupted_run(tmp
     run_scan(lake=crashed.uri, runner="threads", workers=1, chunk_size=2)
     assert counts(crashed) == EXPECTED
     assert content(crashed) == content(reference)
+
+
+def _prefect_servers() -> set[int]:
+    import psutil
+
+    found = set()
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if "prefect.server.api.server:create_app" in " ".join(p.info["cmdline"] or []):
+            found.add(p.info["pid"])
+    return found
+
+
+def test_enface_run_without_a_prefect_server_starts_one_records_the_run_and_stops_it(tmp_path, test_data):
+    import sqlite3
+
+    build_archive(tmp_path / "archive", test_data)
+    lake = Lake(tmp_path / "lake")
+    setup_source(lake, str(tmp_path / "archive"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    before = _prefect_servers()
+    p = subprocess.run(
+        [sys.executable, "-m", "enface_batch", "run", "--lake", str(lake.uri)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert counts(lake) == EXPECTED
+    assert _prefect_servers() <= before, "the temporary Prefect server outlived the command"
+    # The run is in the Prefect database of PREFECT_HOME, for `prefect server start` to show later.
+    with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:
+        assert db.execute("select state_type from flow_run where name is not null").fetchall() == [("COMPLETED",)]
