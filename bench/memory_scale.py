@@ -1,6 +1,6 @@
 """Peak memory of the scan flow as the archive grows: N images made from real lfw_dev photos.
 
-    python bench/memory_scale.py --sizes 1000,20000 [--runner processes]
+    python bench/memory_scale.py --sizes 1000,20000 [--runner threads|processes|dask]
 
 Each image is an lfw_dev photo re-encoded with a one-pixel edit that depends on its index, so every file has
 its own content hash and none is skipped as a duplicate. Prints, per size: images/s of `enface run` and the
@@ -76,7 +76,7 @@ def run(n: int, runner: str, workers: int) -> tuple[float, float, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000,20000")
-    ap.add_argument("--runner", default="processes")
+    ap.add_argument("--runner", default="threads")
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     args = ap.parse_args()
     print(f"runner {args.runner}, {args.workers} workers\n")
