@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
@@ -631,3 +632,29 @@ def serve_cmd(
 
 if __name__ == "__main__":
     app()
+
+
+def main() -> None:
+    """The `enface` entry point: run the command, then leave without the interpreter's native teardown.
+
+    With Arrow's, delta-rs' and onnxruntime's thread pools loaded, Python's final teardown aborted ~5 % of
+    short commands under load after they had printed their result ("terminate called without an active
+    exception", exit -6; apache/arrow#34314, delta-io/delta-rs#2184). Exit handlers (Prefect's, the
+    temporary server's, logging's) still run; then the process ends with the command's own exit code.
+    """
+    code = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # click re-raises what it does not handle: show it, as Python would
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
