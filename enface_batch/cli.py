@@ -6,6 +6,7 @@ import atexit
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -639,8 +640,9 @@ def main() -> None:
 
     With Arrow's, delta-rs' and onnxruntime's thread pools loaded, Python's final teardown aborted ~5 % of
     short commands under load after they had printed their result ("terminate called without an active
-    exception", exit -6; apache/arrow#34314, delta-io/delta-rs#2184). Exit handlers (Prefect's, the
-    temporary server's, logging's) still run; then the process ends with the command's own exit code.
+    exception", exit -6; apache/arrow#34314, delta-io/delta-rs#2184). Threads are joined and exit handlers
+    (Prefect's, the temporary server's, logging's) run as at a normal exit; then the process ends with the
+    command's own exit code.
     """
     code = 0
     try:
@@ -653,6 +655,9 @@ def main() -> None:
         traceback.print_exc()
         code = 1
     try:
+        # What Python's own exit does first, in this order: join non-daemon threads (Prefect's log and event
+        # workers flush there, while the temporary server still answers), then the atexit handlers.
+        threading._shutdown()
         atexit._run_exitfuncs()
     finally:
         sys.stdout.flush()
