@@ -151,7 +151,7 @@ class Analyzer:
             pending.extend((res, f) for f in faces if not f.embedding.size)
         t0 = time.perf_counter()
         batches = [pending[i : i + self.batch_size] for i in range(0, len(pending), self.batch_size)]
-        for batch, emb in zip(batches, self._map(self._embed, batches), strict=True):
+        for batch, emb in zip(batches, self._embed_batches(batches), strict=True):
             for (_, f), e in zip(batch, emb, strict=True):
                 f.embedding = e
         share = (time.perf_counter() - t0) * 1000 / max(1, len(pending))
@@ -159,17 +159,18 @@ class Analyzer:
             res.spent_ms += share
         return results
 
-    def _embed(self, batch: list[tuple[ImageResult, Face]]) -> np.ndarray:
-        return self.pack.embedder.embed(np.stack([f.thumb for _, f in batch]))
-
-    def _map(self, fn, items: list) -> Iterable:
+    def _embed_batches(self, batches: list[list[tuple[ImageResult, Face]]]) -> Iterable[np.ndarray]:
         """Several embedder batches run side by side: a crowd photo's hundred faces would otherwise keep one
         core busy while the others wait (sessions use one thread each when workers share the cores)."""
-        if len(items) < 2:
-            return map(fn, items)
+
+        def embed(batch: list[tuple[ImageResult, Face]]) -> np.ndarray:
+            return self.pack.embedder.embed(np.stack([f.thumb for _, f in batch]))
+
+        if len(batches) < 2:
+            return map(embed, batches)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=default_threads(), thread_name_prefix="embed")
-        return self._pool.map(fn, items)
+        return self._pool.map(embed, batches)
 
     def analyze_uris(
         self,

@@ -144,6 +144,8 @@ def plan(lake: Lake, source_id: str, *, hash_threads: int = 8) -> Plan:
 
 CHUNK_IMAGES = 64
 CHUNK_BYTES = 16 << 20
+COMMIT_IMAGES = 256
+COMMIT_SECONDS = 10.0
 
 
 def chunks(plan: Plan, max_images: int = CHUNK_IMAGES, max_bytes: int = CHUNK_BYTES) -> Iterator[list[str]]:
@@ -182,8 +184,8 @@ class ScanWriter:
         plan: Plan,
         *,
         run_id: str | None = None,
-        commit_images: int = 256,
-        commit_seconds: float = 10.0,
+        commit_images: int = COMMIT_IMAGES,
+        commit_seconds: float = COMMIT_SECONDS,
     ) -> None:
         self.lake, self.plan = lake, plan
         # Rows are staged and committed together once either bound is reached: every commit costs the same
@@ -225,12 +227,11 @@ class ScanWriter:
     def write(self, results: list[ImageResult]) -> None:
         """Search and enrol one chunk of analysed images (in the order given); commit when a bound is reached."""
         sid, t = self.plan.source["source_id"], now()
-        faces_rows, image_rows = self._faces, self._images
         for res in results:
             sha = res.sha256 or f"unreadable:{res.uri}"
             outcomes = self.engine.process(res, self.rules, results=1, run_id=self.run_id) if res.faces else []
             for face in res.faces:
-                faces_rows.append(
+                self._faces.append(
                     {
                         "image_sha256": sha,
                         "uri": res.uri,
@@ -252,7 +253,7 @@ class ScanWriter:
                         "model": self.model,
                     }
                 )
-            image_rows.append(
+            self._images.append(
                 {
                     "image_sha256": sha,
                     "uri": res.uri,
@@ -277,7 +278,7 @@ class ScanWriter:
             s.faces += len(res.faces)
             s.persons_created += sum(len(o["persons_created"]) for o in outcomes)
             s.faces_matched += sum(o["decision"] == "matched" for o in outcomes)
-        if len(image_rows) >= self.commit_images or time.perf_counter() - self._last_commit >= self.commit_seconds:
+        if len(self._images) >= self.commit_images or time.perf_counter() - self._last_commit >= self.commit_seconds:
             self.commit()
 
     def commit(self) -> None:

@@ -22,7 +22,7 @@ from enface_batch.analyze import Analyzer, ImageResult
 from enface_batch.lake.store import Lake
 from enface_batch.models import load_pack
 from enface_batch.ops.catalog import list_sources
-from enface_batch.scan import CHUNK_IMAGES, ScanWriter, Summary, analyze_chunk, chunks, plan
+from enface_batch.scan import CHUNK_IMAGES, COMMIT_IMAGES, ScanWriter, Summary, analyze_chunk, chunks, plan
 from flows import prefect_server
 
 _ANALYZERS: dict[int | None, Analyzer] = {}
@@ -105,7 +105,7 @@ def scan(
     lake: str | None = None,
     chunk_size: int = CHUNK_IMAGES,
     workers: int | None = None,
-    commit_images: int = 256,
+    commit_images: int = COMMIT_IMAGES,
 ) -> list[dict]:
     """Scan sources (ids or names; all with a uri when none given) into the lake.
 
@@ -170,7 +170,7 @@ def run_scan(
     workers: int | None = None,
     dask_address: str | None = None,
     chunk_size: int = CHUNK_IMAGES,
-    commit_images: int = 256,
+    commit_images: int = COMMIT_IMAGES,
 ) -> list[dict]:
     """Run the scan flow with the chosen task runner (a temporary Prefect server starts if none is set)."""
     prefect_server.start()

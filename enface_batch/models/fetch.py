@@ -194,8 +194,7 @@ def _revisions(root: Path) -> dict[str, int]:
     return {t: f.get("revision", 0) for pkg in data.values() for t, f in pkg.get("files", {}).items()}
 
 
-def _missing(members: Iterable[Member], root: Path) -> list[Member]:
-    have = _revisions(root)
+def _missing(members: Iterable[Member], root: Path, have: dict[str, int]) -> list[Member]:
     return [m for m in members if not (root / m.target).is_file() or have.get(m.target, 0) != m.revision]
 
 
@@ -272,11 +271,12 @@ def ensure_files(targets: Iterable[str], *, offline: bool | None = None) -> dict
     root = cache_dir()
     offline = get_settings().offline if offline is None else offline
     result: dict[str, Path] = {}
+    have = _revisions(root)
     for pkg in PACKAGES.values():
         members = [m for m in pkg.members if m.target in wanted]
         if not members:
             continue
-        missing = _missing(members, root)
+        missing = _missing(members, root, have)
         if missing:
             if offline:
                 raise ModelFetchError(
