@@ -356,6 +356,16 @@ def person_get(
     _run(get_person, _lake(lake), person_id, list_id)
 
 
+@person_app.command("photos")
+def person_photos(
+    person_id: Annotated[str, typer.Option("--person-id")], list_id: ListId = None, lake: LakeOpt = None
+) -> None:
+    """Every photo a person is in: each face, the paths its photo was seen at, how it came to the person."""
+    from .ops.persons import person_photos as photos
+
+    _run(photos, _lake(lake), person_id, list_id)
+
+
 @person_app.command("update")
 def person_update(
     person_id: Annotated[str, typer.Option("--person-id")],

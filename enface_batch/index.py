@@ -116,6 +116,12 @@ def _as_matrix(x: np.ndarray, dim: int, what: str) -> np.ndarray:
     return x
 
 
+def _checked(x: np.ndarray) -> np.ndarray:
+    """A C-contiguous float32 copy of ``x`` with its norms kept; refuses NaN/inf and all-zero rows."""
+    out = _normalised(x)
+    return out * np.linalg.norm(np.asarray(x, np.float32), axis=1, keepdims=True)
+
+
 def _normalised(x: np.ndarray) -> np.ndarray:
     """A C-contiguous float32 copy of ``x`` with rows of unit L2 norm; refuses NaN/inf and all-zero rows."""
     out = np.array(x, dtype=np.float32, order="C", copy=True)
@@ -173,8 +179,9 @@ class PersonIndex:
         version: int,
         kind: str = "auto",
         threads: int | None = None,
+        normalise: bool = True,
     ) -> PersonIndex:
-        """A fresh index of these persons (one embedding each), reflecting persons-table ``version``."""
+        """A fresh index of these persons (one embedding each), reflecting table ``version``."""
         ids = list(person_ids)
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -185,7 +192,7 @@ class PersonIndex:
         if kind == "auto" and len(ids) >= EXACT_MAX:
             self.kind = "ivf"
             self._index = None
-        self.add(ids, emb, version=version)
+        self.add(ids, emb, version=version, normalise=normalise)
         self.version = int(version)
         return self
 
@@ -224,8 +231,13 @@ class PersonIndex:
         return self.kind == "ivf" and self.trained_size > 0 and n > 4 * self.trained_size
 
     # ----------------------------------------------------------------- changes
-    def add(self, person_ids: Sequence[str], embeddings: np.ndarray, *, version: int | None = None) -> None:
-        """Add persons; a person id already in the index is replaced (its old embedding is removed)."""
+    def add(
+        self, person_ids: Sequence[str], embeddings: np.ndarray, *, version: int | None = None, normalise: bool = True
+    ) -> None:
+        """Add persons; a person id already in the index is replaced (its old embedding is removed).
+
+        normalise=False keeps the rows' norms: person templates are indexed as m / sqrt(|m|) (ops/identity.py).
+        """
         ids = [str(p) for p in person_ids]
         emb = _as_matrix(embeddings, self.dim, "embeddings")
         if emb.shape[0] != len(ids):
@@ -242,8 +254,9 @@ class PersonIndex:
                 if self._index is None:  # IVF, first data: train on a sample of it
                     self._index = self._train_ivf(emb)
                 keys = np.arange(self._next, self._next + len(ids), dtype=np.int64)
+                rows = _normalised if normalise else _checked
                 for s in range(0, len(ids), _ADD_CHUNK):
-                    self._index.add_with_ids(_normalised(emb[s : s + _ADD_CHUNK]), keys[s : s + _ADD_CHUNK])
+                    self._index.add_with_ids(rows(emb[s : s + _ADD_CHUNK]), keys[s : s + _ADD_CHUNK])
                 self._grow_names(self._next + len(ids))
                 self._names[self._next : self._next + len(ids)] = ids
                 self._slot.update(zip(ids, keys.tolist(), strict=True))

@@ -215,7 +215,7 @@ class ScanWriter:
             self.lake.read("images", where={"source_id": sid}, columns=["image_sha256"])["image_sha256"].to_pylist()
         )
         removed = {}
-        for table in ("persons", "faces", "actions"):
+        for table in ("persons", "person_faces", "faces", "actions"):
             rows = self.lake.read(table, where={"source_id": sid}, columns=["image_sha256"])["image_sha256"]
             orphans = sorted({h for h in rows.to_pylist() if h not in done})
             if orphans:

@@ -57,6 +57,19 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(
         default=200 * 1024 * 1024, description="Files larger than this are refused (ENFACE_MAX_FILE_BYTES)."
     )
+    enrol_min_det_score: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="Faces the detector scores lower cannot create persons (ENFACE_ENROL_MIN_DET_SCORE; 0 = off).",
+    )
+    enrol_max_outside: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="Faces whose aligned crop lies more than this share outside the photo cannot create persons "
+        "(ENFACE_ENROL_MAX_OUTSIDE; 1 = off).",
+    )
     lake: str = Field(
         default="enface-lake",
         description="Where the tables live: a folder or a URI such as s3://bucket/prefix (ENFACE_LAKE).",

@@ -14,6 +14,7 @@ from enface_batch.lake.reader import LakeReader, ReadOnlyLake
 from enface_batch.lake.schemas import DEFAULT_LIST_ID
 from enface_batch.lake.store import now
 from enface_batch.ops import browse, catalog, persons
+from enface_batch.ops.identity import face_row
 
 DIM = 128
 
@@ -39,8 +40,28 @@ def _rows(n: int, list_id: str, rng: np.random.Generator, tag: str = "") -> list
     ]
 
 
+def _add(lake, rows: list[dict]) -> None:
+    """Persons and their face rows, as every operation that creates persons writes them."""
+    lake.append("persons", rows)
+    lake.append(
+        "person_faces",
+        [
+            face_row(
+                person_id=r["person_id"],
+                list_id=r["list_id"],
+                embedding=r["embedding"],
+                image_sha256=None,
+                face_index=None,
+                how="created",
+            )
+            for r in rows
+        ],
+    )
+
+
 def _exact(lake, list_id: str, queries: np.ndarray, k: int) -> list[list[str]]:
-    rows = lake.read("persons", where={"list_id": list_id}, columns=["person_id", "embedding"])
+    """Exact search over the persons' faces (one face each here, so a person's template is its face)."""
+    rows = lake.read("person_faces", where={"list_id": list_id}, columns=["person_id", "embedding"])
     emb = np.asarray(rows["embedding"].to_pylist(), np.float32).reshape(-1, DIM)
     idx = PersonIndex.build(rows["person_id"].to_pylist(), emb, version=0, kind="flat")
     return [[p for p, _ in hits] for hits in idx.search(queries, k)]
@@ -78,8 +99,8 @@ def test_snapshot_reads_like_the_lake_and_stays_pinned(lake):
 def test_live_indexes_follow_commits_exactly(lake):
     rng = np.random.default_rng(2)
     a = catalog.create_list(lake, "a")["list_id"]
-    lake.append("persons", _rows(40, a, rng))
-    lake.append("persons", _rows(30, DEFAULT_LIST_ID, rng))
+    _add(lake, _rows(40, a, rng))
+    _add(lake, _rows(30, DEFAULT_LIST_ID, rng))
     reader = LakeReader(lake)
     live = LiveIndexes(reader, DIM)
     q = rng.normal(size=(6, DIM)).astype(np.float32)
@@ -92,14 +113,14 @@ def test_live_indexes_follow_commits_exactly(lake):
         return snap
 
     old = check()
-    lake.append("persons", _rows(7, a, rng))  # new files
+    _add(lake, _rows(7, a, rng))  # new files
     check()
     victim = old.read("persons", where={"list_id": a}, columns=["person_id"])["person_id"][3].as_py()
     persons.delete_person(lake, victim, list_id=a)  # rewrites a file
     check()
-    row = lake.read("persons", where={"list_id": a}).to_pylist()[0]
+    row = lake.read("person_faces", where={"list_id": a}).to_pylist()[0]
     row["embedding"] = q[0].tolist()  # the replaced face is found at once
-    lake.upsert("persons", [row], keys=["person_id", "list_id"])
+    lake.upsert("person_faces", [row], keys=["list_id", "face_id"])
     snap = check()
     assert live.bind(snap).search([a], q[:1], 1)[0][0][0] == row["person_id"]
     # an older snapshot, after the indexes moved on, still answers as of its own version

@@ -16,6 +16,7 @@ from enface_batch.ops import catalog
 from enface_batch.ops.action import person_row
 from enface_batch.ops.dedup import cluster_persons, conflicts, dedup
 from enface_batch.ops.errors import BadRequest, NotFound
+from enface_batch.ops.identity import face_row
 from enface_batch.ops.search import Searcher
 
 EX = "fixtures/face_recognition_examples/examples"
@@ -65,7 +66,22 @@ def enrol(lake, list_id: str, faces: dict, names: list[str], *, fields: dict | N
         row["created"] = row["updated"] = T0 + timedelta(minutes=start + i)
         rows.append(row)
     lake.append("persons", rows)
+    lake.append("person_faces", [created_face(r) for r in rows])
     return {name: r["person_id"] for name, r in zip(names, rows, strict=True)}
+
+
+def created_face(row: dict) -> dict:
+    """The face row every operation that creates a person writes beside it."""
+    return face_row(
+        person_id=row["person_id"],
+        list_id=row["list_id"],
+        embedding=row["embedding"],
+        image_sha256=row["image_sha256"],
+        face_index=row["face_index"],
+        how="created",
+        image_uri=row["image_uri"],
+        thumb=row["thumb"],
+    )
 
 
 def versions(lake) -> dict:
@@ -111,6 +127,7 @@ def test_duplicates_merge_into_the_oldest_and_strangers_never(lake, faces, analy
 
     out = dedup(lake, lst, run_id="run-1")
     assert groups(out) == expected and out["persons_after"] == 4
+    one_each = {pid["alex-lacamoire"]: 1, pid["lin-manuel-miranda"]: 1}
     assert all(m["score"] >= 90 for m in out["merged"])
     left = persons_of(lake, lst)
     assert set(left) == {pid[n] for n in ("obama2", "biden", "alex-lacamoire", "lin-manuel-miranda")}
@@ -119,7 +136,9 @@ def test_duplicates_merge_into_the_oldest_and_strangers_never(lake, faces, analy
     assert left[pid["obama2"]]["created"] == T0 and left[pid["obama2"]]["updated"] > T0
     assert left[pid["biden"]]["fields"] == ["Joe"]
     # every merged face is now a face of its survivor
-    pf = lake.read("person_faces", where={"list_id": lst}).to_pylist()
+    every = lake.read("person_faces", where={"list_id": lst}).to_pylist()
+    assert Counter(r["person_id"] for r in every) == {pid["obama2"]: 4, pid["biden"]: 2, **one_each}
+    pf = [r for r in every if r["how"] == "merged"]
     assert Counter(r["person_id"] for r in pf) == {pid["obama2"]: 3, pid["biden"]: 1}
     assert {r["from_person_id"] for r in pf} == {
         pid["obama"],
@@ -155,9 +174,9 @@ def test_duplicates_merge_into_the_oldest_and_strangers_never(lake, faces, analy
     out = dedup(lake, lst)
     assert groups(out) == {new["obama-720p"]: {pid["obama2"]}}
     pf2 = lake.read("person_faces", where={"list_id": lst}).to_pylist()
-    assert Counter(r["person_id"] for r in pf2) == {new["obama-720p"]: 4, pid["biden"]: 1}
-    moved = {r["face_id"]: r for r in pf2 if r["person_id"] == new["obama-720p"]}
-    assert {r["face_id"] for r in pf if r["person_id"] == pid["obama2"]} < set(moved)
+    assert Counter(r["person_id"] for r in pf2) == {new["obama-720p"]: 5, pid["biden"]: 2, **one_each}
+    moved = {r["face_id"]: r for r in pf2 if r["person_id"] == new["obama-720p"] and r["how"] == "merged"}
+    assert {r["face_id"] for r in every if r["person_id"] == pid["obama2"]} == set(moved)
     assert {r["from_person_id"] for r in moved.values()} == {pid["obama2"]}
     assert persons_of(lake, lst)[new["obama-720p"]]["fields"] == ["Obama 720", "Obama", "Barack Obama", "POTUS"]
     searcher.refresh()
@@ -181,17 +200,10 @@ def test_two_faces_of_one_photo_are_never_merged(lake, faces):
     lst = catalog.create_list(lake, "photo")["list_id"]
     pid = enrol(lake, lst, faces, ["two_people_obama", "obama", "obama2"])
     tp_face, tp = faces["two_people_obama"]
-    lake.upsert(
-        "persons",
-        [
-            {
-                **persons_of(lake, lst)[pid["obama"]],
-                "image_sha256": tp.sha256,
-                "face_index": 1 - tp_face.index,
-            }
-        ],
-        keys=["person_id", "list_id"],
-    )
+    forged = {**persons_of(lake, lst)[pid["obama"]], "image_sha256": tp.sha256, "face_index": 1 - tp_face.index}
+    lake.upsert("persons", [forged], keys=["person_id", "list_id"])
+    lake.delete("person_faces", {"person_id": pid["obama"]})
+    lake.append("person_faces", [created_face(forged)])
     out = dedup(lake, lst, threshold="80")
     assert out["persons_after"] == 2 and len(out["merged"]) == 1
     ((kept, merged),) = groups(out).items()
@@ -266,7 +278,7 @@ def test_a_crash_between_commits_loses_nothing_and_a_rerun_finishes(lake, faces,
     assert out["merged"] == [] and out["persons_after"] == 2
     left = persons_of(lake, lst)
     assert set(left) == {pid["obama2"], pid["biden"]} and left[pid["obama2"]]["fields"] == ["B"]
-    pf = lake.read("person_faces", where={"list_id": lst}).to_pylist()
+    pf = [r for r in lake.read("person_faces", where={"list_id": lst}).to_pylist() if r["how"] == "merged"]
     assert sorted(r["from_person_id"] for r in pf) == sorted([pid["obama"], pid["obama-480p"]])  # once each
     assert len(lake.read("merges", where={"list_id": lst})) == 1
     before = versions(lake)

@@ -26,7 +26,7 @@ from deltalake import DeltaTable
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from .schemas import TABLES
-from .store import Lake, equality_filter
+from .store import Lake, equality_filter, read_dataset
 
 # Columns left out of the in-memory cache (large, and only needed for a few rows at a time).
 HEAVY: dict[str, tuple[str, ...]] = {
@@ -160,7 +160,11 @@ class LakeReader:
         t = self.table(name)
         if not files:
             return pa.schema([*(t.schema.field(c) for c in columns), pa.field("__filename", pa.string())]).empty_table()
-        return t.dataset(files).to_table(columns=[*columns, "__filename"], filter=_filter(t.schema, where))
+        cols = [*columns, "__filename"]
+        try:
+            return t.dataset(files).to_table(columns=cols, filter=_filter(t.schema, where))
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):  # string_view files: see read_dataset
+            return t.dataset(files).to_table(columns=cols, filter=_filter(t.schema, where, cast=True))
 
 
 class Snapshot:
@@ -225,8 +229,7 @@ class Snapshot:
             if expr is not None:
                 table = table.filter(expr)
             return table.select(cols)
-        table = t.dataset(files).to_table(columns=cols, filter=expr)
-        return table.cast(pa.schema([schema.field(c) for c in table.column_names]))
+        return read_dataset(t.dataset(files), schema, where, cols)
 
     # a snapshot never writes
     def append(self, *_, **__):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: person_faces holds every face of every person (score, how, source, run, action)
 
 DEFAULT_LIST_ID = "13814001-1dd2-11b2-b619-5502c27ed19c"  # the seed's default person list
 # Fixed ids for the default group and source, so every lake agrees on them.
@@ -102,7 +102,7 @@ TABLES: dict[str, pa.Schema] = {
             ("image_uri", pa.string()),  # where the face came from; null after drop_image
             ("image_sha256", pa.string()),
             ("face_index", pa.int32()),
-            ("action_id", pa.string()),  # the action that created it (null for person create)
+            ("action_id", pa.string()),  # the actions row of the face that created it (null for person create)
             ("model", pa.string()),
         ],
     ),
@@ -172,19 +172,27 @@ TABLES: dict[str, pa.Schema] = {
             ("spent_ms", pa.float32()),
         ],
     ),
+    # Who is in which photo: one row per face and list, naming the face's current person in that list. Every
+    # operation that changes persons keeps it true (scan, enrol, person create/replace/delete, dedup); a
+    # person's template (what new faces are matched against) is the mean of its rows' embeddings.
     "person_faces": _schema(
         "person_faces",
         [
-            ("person_id", pa.string()),  # extra faces of a person, e.g. from persons merged into it by dedup
+            ("person_id", pa.string()),
             ("list_id", pa.string()),
-            ("face_id", pa.string()),
+            ("face_id", pa.string()),  # uuid5(list, image_sha256, face_index): a face has one person per list
             ("embedding", floats),
             ("image_sha256", pa.string()),
-            ("image_uri", pa.string()),
+            ("image_uri", pa.string()),  # null with drop_image
             ("face_index", pa.int32()),
-            ("thumb", pa.binary()),
+            ("thumb", pa.binary()),  # 112x112 aligned JPEG; null for faces matched by a scan and with drop_image
             ("from_person_id", pa.string()),  # the person it belonged to before a merge
             ("added", ts),
+            ("score", pa.float32()),  # Enface % against the person's template when matched; null when it made it
+            ("how", pa.string()),  # created | matched | enrolled | merged | replaced
+            ("source_id", pa.string()),  # the scanned source (null for person create / enrol)
+            ("run_id", pa.string()),
+            ("action_id", pa.string()),  # the actions row of the face (scans and `enface action`)
         ],
     ),
     "merges": _schema(

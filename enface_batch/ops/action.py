@@ -22,7 +22,9 @@ from . import validate
 from .catalog import get_group, get_source, require_lists
 from .errors import BadRequest
 from .faces import face_json
-from .search import Searcher
+from .identity import face_id, face_row
+from .quality import FaceQuality
+from .search import PersonSearch, Searcher
 
 
 @dataclass
@@ -146,14 +148,29 @@ def person_row(
 
 
 class ActionEngine:
-    """Runs the action semantics over analysed images and stages the rows; commit() writes them."""
+    """Runs the action semantics over analysed images and stages the rows; commit() writes them.
 
-    def __init__(self, lake: Lake, analyzer: Analyzer, searcher: Searcher | None = None) -> None:
+    Besides the seed's matches and auto-enrolment, every face is given its person in each list it was searched
+    or enrolled in (a `person_faces` row): the best person when the face's score against that person's template
+    reaches the assignment threshold (the rules' new_person_threshold; no_match when that is never), or the
+    person the face created. Faces of one photo are never given the same person (cannot-link). With
+    ``assign=False`` (the endpoint's read-only /action) nothing is staged but the answer.
+    """
+
+    def __init__(
+        self, lake: Lake, analyzer: Analyzer, searcher: PersonSearch | None = None, *, assign: bool = True
+    ) -> None:
+        if searcher is not None and assign and not isinstance(searcher, Searcher):
+            raise TypeError("a read-only PersonSearch cannot assign faces: pass assign=False")
         self.lake, self.analyzer = lake, analyzer
         self.model = analyzer.pack.version
         self.calibration = calibration_for(analyzer.pack.models["embedder"])
         self.searcher = searcher or Searcher(lake, analyzer.pack.embedder.dim)
+        self.assign = assign
+        self.quality = FaceQuality.from_settings()
         self.persons: list[dict] = []
+        self.faces: list[dict] = []
+        self._known: set[str] | None = None  # face ids already in person_faces
         self.actions: list[dict] = []
 
     def _matches(self, hits: list[tuple[str, str, float]]) -> list[dict]:
@@ -162,23 +179,39 @@ class ActionEngine:
         ]
 
     def process(
-        self, res: ImageResult, rules: Rules, *, results: int = 1, drop_image: bool = False, run_id: str | None = None
+        self,
+        res: ImageResult,
+        rules: Rules,
+        *,
+        results: int = 1,
+        drop_image: bool = False,
+        run_id: str | None = None,
     ) -> list[dict]:
-        """Search and enrol every face of one analysed image; returns one outcome per face."""
+        """Search, assign and enrol every face of one analysed image; returns one outcome per face."""
         created_here: set[str] = set()
+        taken: set[str] = set()  # persons given to a face of this photo: another face of it is someone else
+        assign_at = rules.threshold_score if rules.threshold_score is not None else self.calibration.no_match
+        lists = list(rules.person_list_search)
+        if rules.threshold_score is not None:
+            lists += [x for x in rules.person_list_add if x not in lists]
         outcomes = []
         for face in res.faces:
             t0 = time.perf_counter()
+            action_id = str(uuid.uuid4())
             q = face.embedding[None, :]
             matches = self._matches(self.searcher.search(rules.person_list_search, q, results, exclude=created_here)[0])
             created: list[dict] = []
-            decision = self._decision(face, rules)
-            if decision == "create":
-                decision = "matched"
-                for list_id in rules.person_list_add:
-                    best = self.searcher.search([list_id], q, 1, exclude=created_here)[0]
-                    if best and self.calibration.score(best[0][2]) >= rules.threshold_score:
-                        continue  # already known in this list
+            decision = self._decision(face, rules, res)
+            for list_id in lists if (self.assign or decision == "create") else []:
+                if self.assign and face_id(list_id, res.sha256, face.index) in self._known_faces():
+                    continue  # this face already has its person in the list
+                best = self.searcher.search([list_id], q, 1, exclude=taken)[0]
+                score = float(self.calibration.score(best[0][2])) if best else None
+                if best and score >= assign_at:
+                    if self.assign:
+                        self._assign(face, res, list_id, best[0][0], score, rules, drop_image, run_id, action_id)
+                        taken.add(best[0][0])
+                elif decision == "create" and list_id in rules.person_list_add:
                     row = person_row(
                         face,
                         res,
@@ -187,17 +220,23 @@ class ActionEngine:
                         group_id=rules.group_id,
                         drop_image=drop_image,
                         model=self.model,
-                        action_id=run_id,
+                        action_id=action_id,
                     )
                     self.persons.append(row)
+                    self._stage(
+                        self._face_row(face, res, list_id, row["person_id"], "created", None, rules, drop_image)
+                        | {"run_id": run_id, "action_id": action_id}
+                    )
                     self.searcher.added(list_id, [row["person_id"]], q)
                     created_here.add(row["person_id"])
+                    taken.add(row["person_id"])
                     created.append({"person_id": row["person_id"], "list_id": list_id})
-                    decision = "created"
+            if decision == "create":
+                decision = "created" if created else "matched"
             spent = (time.perf_counter() - t0) * 1000
             self.actions.append(
                 {
-                    "action_id": str(uuid.uuid4()),
+                    "action_id": action_id,
                     "run_id": run_id,
                     "created": now(),
                     "source_id": rules.source_id,
@@ -218,8 +257,36 @@ class ActionEngine:
             outcomes.append({"matches": matches, "persons_created": created, "decision": decision})
         return outcomes
 
-    @staticmethod
-    def _decision(face: Face, rules: Rules) -> str:
+    def _face_row(
+        self,
+        face: Face,
+        res: ImageResult,
+        list_id: str,
+        person_id: str,
+        how: str,
+        score: float | None,
+        rules: Rules,
+        drop_image: bool,
+    ) -> dict:
+        return face_row(
+            person_id=person_id,
+            list_id=list_id,
+            embedding=face.embedding,
+            image_sha256=res.sha256,
+            face_index=face.index,
+            how=how,
+            image_uri=None if drop_image else res.uri,
+            thumb=None if drop_image else jpeg_bytes(face.thumb),
+            score=None if score is None else round(score, 2),
+            source_id=rules.source_id,
+        )
+
+    def _assign(self, face, res, list_id, person_id, score, rules, drop_image, run_id, action_id) -> None:
+        row = self._face_row(face, res, list_id, person_id, "matched", score, rules, drop_image)
+        self._stage(row | {"run_id": run_id, "action_id": action_id})
+        self.searcher.assigned(list_id, person_id, face.embedding)
+
+    def _decision(self, face: Face, rules: Rules, res: ImageResult | None = None) -> str:
         if rules.threshold_score is None:
             return "never"  # and the square, yaw and list rules are ignored, as the seed says
         if not rules.person_list_add:
@@ -228,13 +295,32 @@ class ActionEngine:
             return "below_square"
         if abs(face.yaw) > rules.new_person_yaw_max:
             return "above_yaw"
+        if res is not None and not self.quality.usable(face, res.width, res.height):
+            return "low_quality"
         return "create"
 
     def commit_persons(self) -> None:
+        """Persons, then the face rows that point at them; the index is stamped with the face rows' version."""
         if self.persons:
-            version = self.lake.append("persons", self.persons)
-            self.searcher.committed(version)
+            self.lake.append("persons", self.persons)
             self.persons = []
+        if self.faces:
+            self.searcher.committed(self._write_faces(self.faces))
+            self.faces = []
+
+    def _write_faces(self, rows: list[dict]) -> int:
+        return self.lake.append("person_faces", rows)
+
+    def _stage(self, row: dict) -> None:
+        self.faces.append(row)
+        self._known_faces().add(row["face_id"])
+
+    def _known_faces(self) -> set[str]:
+        """Face ids person_faces holds: a face that already has a person in a list (its photo was enrolled, or
+        scanned by another source) keeps it; a scan does not give it a second one or count it twice."""
+        if self._known is None:
+            self._known = set(self.lake.read("person_faces", columns=["face_id"])["face_id"].to_pylist())
+        return self._known
 
     def commit_actions(self) -> None:
         if self.actions:
@@ -242,7 +328,7 @@ class ActionEngine:
             self.actions = []
 
     def commit(self) -> None:
-        """Persons first, then the actions that reference them: each is one atomic Delta commit."""
+        """Persons and their faces first, then the actions that reference them: each one atomic Delta commit."""
         self.commit_persons()
         self.commit_actions()
 

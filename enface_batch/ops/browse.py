@@ -10,8 +10,6 @@ import base64
 import json
 import re
 
-import pyarrow.compute as pc
-
 from ..lake.schemas import DEFAULT_LIST_ID
 from ..scoring import DEFAULT_EMBEDDER, calibration_for
 from . import validate
@@ -114,15 +112,22 @@ def list_persons(lake, list_id: str, *, offset: object = 0, limit: object = 50, 
     rows = sorted(_person_rows(lake, {"list_id": lid}), key=lambda r: (r["created"], r["person_id"]))
     chosen = rows[o : o + n]
     ids = [r["person_id"] for r in chosen]
-    extra: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    photos: dict[str, int] = {}
     if ids:
-        pf = lake.read("person_faces", where={"list_id": lid, "person_id": ids}, columns=["person_id"])
-        if pf.num_rows:
-            counts = pc.value_counts(pf["person_id"]).flatten()
-            extra = dict(zip(counts[0].to_pylist(), counts[1].to_pylist(), strict=True))
+        pf = lake.read("person_faces", where={"list_id": lid, "person_id": ids}, columns=["person_id", "image_sha256"])
+        for p in pf["person_id"].to_pylist():
+            counts[p] = counts.get(p, 0) + 1
+        photos = _distinct_photos(pf)
     thumb = _thumbs(lake, "persons", {"list_id": lid, "person_id": ids}, "person_id") if thumbs and ids else {}
     persons = [
-        {**_public(r), "faces": 1 + extra.get(r["person_id"], 0), "thumb": thumb.get(r["person_id"])} for r in chosen
+        {
+            **_public(r),
+            "faces": counts.get(r["person_id"], 1),
+            "photos": photos.get(r["person_id"], 1),
+            "thumb": thumb.get(r["person_id"]),
+        }
+        for r in chosen
     ]
     return {
         "status": "ok",
@@ -133,6 +138,13 @@ def list_persons(lake, list_id: str, *, offset: object = 0, limit: object = 50, 
         "limit": n,
         "persons": persons,
     }
+
+
+def _distinct_photos(pf) -> dict[str, int]:
+    seen: dict[str, set] = {}
+    for p, sha in zip(pf["person_id"].to_pylist(), pf["image_sha256"].to_pylist(), strict=True):
+        seen.setdefault(p, set()).add(sha)
+    return {p: len(s) for p, s in seen.items()}
 
 
 def _images_by_sha(lake, shas: list[str]) -> dict[str, dict]:
@@ -173,68 +185,78 @@ def person_detail(
     appearances: object = 50,
     min_score: object = None,
 ) -> dict:
-    """A person with all its faces (the face that created it, and faces merged or enrolled into it), each with
-    the image it came from, and the scanned photos whose faces matched it best (from the actions table)."""
+    """A person with all its faces (person_faces: the face that made it, faces scans matched to it, enrolled
+    and merged ones), each with the image it came from; and the scanned photos it is in, newest first."""
     r = _one_person(lake, person_id, list_id)
     pid, lid = r["person_id"], r["list_id"]
     n_appear = 0 if str(appearances) == "0" else page(0, appearances)[1]
+    cols = ["face_id", "image_uri", "image_sha256", "face_index", "from_person_id", "added", "how", "score"]
+    rows = lake.read("person_faces", where={"person_id": pid, "list_id": lid}, columns=cols).to_pylist()
+    rows.sort(key=lambda f: (f["added"], f["face_id"]))
+    boxes = _boxes(lake, [(f["image_sha256"], f["face_index"]) for f in rows])
     faces = [
         {
-            "face_id": pid,
-            "kind": "created",
-            "image_uri": r["image_uri"],
-            "image_sha256": r["image_sha256"],
-            "face_index": r["face_index"],
-            "bbox": r["bbox"],
-            "from_person_id": None,
-            "added": _iso(r["created"]),
+            **f,
+            "kind": f.pop("how"),
+            "score": None if f["score"] is None else round(float(f["score"]), 2),
+            "bbox": boxes.get((f["image_sha256"], f["face_index"])),
+            "added": _iso(f["added"]),
         }
+        for f in rows
     ]
-    face_cols = ["face_id", "image_uri", "image_sha256", "face_index", "from_person_id", "added"]
-    extra = lake.read("person_faces", where={"person_id": pid, "list_id": lid}, columns=face_cols).to_pylist()
-    for f in sorted(extra, key=lambda f: (f["added"], f["face_id"])):
-        faces.append({**f, "kind": "added", "bbox": None, "added": _iso(f["added"])})
     if thumbs:
-        main = lake.read("persons", where={"person_id": pid, "list_id": lid}, columns=["thumb", "image"]).to_pylist()
-        faces[0]["thumb"] = _b64(main[0]["thumb"]) if main else None
-        faces[0]["crop"] = _b64(main[0]["image"]) if main else None
-        more = _thumbs(lake, "person_faces", {"person_id": pid, "list_id": lid}, "face_id") if extra else {}
-        for f in faces[1:]:
+        more = _thumbs(lake, "person_faces", {"person_id": pid, "list_id": lid}, "face_id") if rows else {}
+        for f in faces:
             f["thumb"] = more.get(f["face_id"])
+        main = lake.read("persons", where={"person_id": pid, "list_id": lid}, columns=["thumb", "image"]).to_pylist()
+        out_thumb, out_crop = (_b64(main[0]["thumb"]), _b64(main[0]["image"])) if main else (None, None)
+        for f in faces:  # the person's own image is the crop of the face it was made from
+            if (f["image_sha256"], f["face_index"]) == (r["image_sha256"], r["face_index"]):
+                f["crop"] = out_crop
     images = _images_by_sha(lake, [f["image_sha256"] for f in faces])
     for f in faces:
         f["image"] = images.get(f["image_sha256"])
     out = {"status": "ok", **_public(r), "faces": faces}
+    if thumbs:
+        out.update(thumb=out_thumb, crop=out_crop)
     if n_appear:
         out["min_score"] = _min_score(min_score, r["model"])
         out["appearances"] = appearances_of(lake, pid, lid, limit=n_appear, min_score=out["min_score"])
     return out
 
 
+def _boxes(lake, keys: list[tuple[str | None, int | None]]) -> dict[tuple[str, int], list[float]]:
+    shas = sorted({s for s, _ in keys if s})
+    if not shas:
+        return {}
+    t = lake.read("faces", where={"image_sha256": shas}, columns=["image_sha256", "face_index", "bbox"])
+    want = set(keys)
+    return {
+        (s, i): b
+        for s, i, b in zip(
+            t["image_sha256"].to_pylist(), t["face_index"].to_pylist(), t["bbox"].to_pylist(), strict=True
+        )
+        if (s, i) in want
+    }
+
+
 def appearances_of(lake, person_id: str, list_id: str, *, limit: int, min_score: float) -> list[dict]:
-    """Faces of scanned photos whose best match is this person at min_score or more, newest first."""
-    cols = ["action_id", "created", "source_id", "image_sha256", "image_uri", "face_index", "bbox", "matches"]
-    acts = lake.read("actions", columns=cols)
-    if not acts.num_rows:
-        return []
-    best = pc.list_element(acts["matches"], 0)  # matches are best first
-    has = pc.greater(pc.list_value_length(acts["matches"]), 0)
-    keep = pc.and_(
-        pc.fill_null(has, False),
-        pc.and_(
-            pc.and_(
-                pc.equal(pc.struct_field(best, "person_id"), person_id),
-                pc.equal(pc.struct_field(best, "list_id"), list_id),
-            ),
-            pc.greater_equal(pc.struct_field(best, "score"), min_score),
-        ),
-    )
-    hits = acts.filter(pc.fill_null(keep, False))
-    hits = hits.append_column("score", pc.struct_field(pc.list_element(hits["matches"], 0), "score"))
-    rows = sorted(hits.drop_columns(["matches"]).to_pylist(), key=lambda a: a["created"], reverse=True)[:limit]
+    """The scanned photos a person is in (its person_faces rows that came from a source), newest first;
+    faces matched to it count when they scored at least min_score."""
+    cols = ["action_id", "added", "source_id", "image_sha256", "image_uri", "face_index", "score", "how"]
+    rows = lake.read("person_faces", where={"person_id": person_id, "list_id": list_id}, columns=cols).to_pylist()
+    rows = [a for a in rows if a["source_id"] and a["image_sha256"] and (a["score"] is None or a["score"] >= min_score)]
+    rows = sorted(rows, key=lambda a: (a["added"], a["image_sha256"]), reverse=True)[:limit]
     images = _images_by_sha(lake, [a["image_sha256"] for a in rows])
+    boxes = _boxes(lake, [(a["image_sha256"], a["face_index"]) for a in rows])
     return [
-        {**a, "created": _iso(a["created"]), "score": round(a["score"], 2), "image": images.get(a["image_sha256"])}
+        {
+            **a,
+            "created": _iso(a.pop("added")),
+            "score": None if a["score"] is None else round(float(a["score"]), 2),
+            "bbox": boxes.get((a["image_sha256"], a["face_index"])),
+            "image": images.get(a["image_sha256"]),
+        }
         for a in rows
     ]
 

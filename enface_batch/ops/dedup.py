@@ -1,9 +1,10 @@
 """Dedup: find persons of one list who are the same person and merge each group into its oldest person.
 
-Similarity graph. Every face of every person of the list (its creating face and its ``person_faces`` rows) is
-put into one FAISS index (``PersonIndex``, exact below 100k faces) and asks for its ``k`` nearest faces; a pair
-of persons becomes a candidate when one of their face pairs scores at least the threshold. Only candidate pairs
-are ever compared, so the work grows with n*k, never n^2.
+Similarity graph. Every face of every person of the list (its ``person_faces`` rows: the face that created it,
+the faces scans matched to it, enrolled and merged ones) is put into one FAISS index (``PersonIndex``, exact
+below 100k faces) and asks for its ``k`` nearest faces; a pair of persons becomes a candidate when one of their
+face pairs scores at least the threshold. Only candidate pairs are ever compared, so the work grows with n*k,
+never n^2.
 
 Clustering: constrained average linkage (UPGMA) over the candidate graph. Two clusters are merged, best pair
 first, while the mean cosine over *all* face pairs between them scores at least the threshold. Why not the
@@ -31,18 +32,19 @@ Cannot-link: two different faces of one photo (same ``image_sha256``, different 
 so clusters holding such a pair are never merged, whatever their similarity. The same face of the same photo
 (same hash and index, e.g. one photo enrolled twice) is no conflict.
 
-Merging keeps the oldest person of a cluster (earliest ``created``, then ``person_id``). Every face of the others
-becomes a ``person_faces`` row of the survivor, fields are unioned in order, the others are deleted, and one
-``merges`` row per cluster records it. The commits come in an order that a crash between any two loses nothing:
+Merging keeps the oldest person of a cluster (earliest ``created``, then ``person_id``). Every face row of the
+others moves to the survivor (``how`` = merged, ``from_person_id`` = where it was), fields are unioned in order,
+the others are deleted, and one ``merges`` row per cluster records it. The commits come in an order that a
+crash between any two loses nothing:
 
 1. ``merges`` (the journal: survivor and merged ids),
-2. ``person_faces`` (the merged persons' faces, under the survivor),
+2. ``person_faces`` (the merged persons' face rows move to the survivor),
 3. ``persons`` upsert of the survivors (fields),
 4. ``persons`` delete of the merged persons, last.
 
 A run first finishes any journalled merge whose merged persons still exist (a crash after step 1-3), redoing
-steps 2-4 for it. Ids are uuid5 of run-independent keys (list, sorted member ids; list, person, "creating"),
-so redone steps upsert the same rows instead of adding copies, and deleting is idempotent.
+steps 2-4 for it. Merge ids are uuid5 of run-independent keys (list, sorted member ids) and face rows keep
+their ids, so redone steps upsert the same rows instead of adding copies, and deleting is idempotent.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from ..scoring import DEFAULT_EMBEDDER, calibration_for
 from . import validate
 from .catalog import require_lists
 from .errors import BadRequest
+from .identity import face_row
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +81,6 @@ _OWN_FACES_MAX = 200  # extra places asked for a person's own faces, at most
 
 def merge_id(list_id: str, kept: str, merged: Sequence[str]) -> str:
     return str(uuid.uuid5(NAMESPACE, f"merge|{list_id}|{kept}|{','.join(sorted(merged))}"))
-
-
-def creating_face_id(list_id: str, person_id: str) -> str:
-    """The person_faces id a person's creating face gets when the person is merged into another."""
-    return str(uuid.uuid5(NAMESPACE, f"creating-face|{list_id}|{person_id}"))
 
 
 # ------------------------------------------------------------------------------------------------ clustering
@@ -253,40 +251,32 @@ def union_fields(*lists: Sequence[str] | None) -> list[str]:
 
 
 def _load(lake: Lake, list_id: str) -> _State:
-    persons = lake.read(
-        "persons",
-        where={"list_id": list_id},
-        columns=["person_id", "created", "fields", "embedding", "image_sha256", "face_index"],
-    )
+    persons = lake.read("persons", where={"list_id": list_id}, columns=["person_id", "created", "fields", "embedding"])
     if persons.num_rows:
         persons = persons.take(pc.sort_indices(persons, [("created", "ascending"), ("person_id", "ascending")]))
     ids = persons["person_id"].to_pylist()
     present = set(ids)
-    extra = lake.read(
+    faces = lake.read(
         "person_faces",
         where={"list_id": list_id},
-        columns=["person_id", "face_id", "embedding", "image_sha256", "face_index", "from_person_id"],
+        columns=["person_id", "face_id", "embedding", "image_sha256", "face_index"],
     )
-    if extra.num_rows:
-        # faces of persons that exist, less the copies of a creating face whose person still exists (a merge
-        # interrupted before its delete: the person's own row still holds that face)
-        cols = (extra[c].to_pylist() for c in ("person_id", "face_id", "from_person_id"))
-        keep = [
-            p in present and not (f in present and fid == creating_face_id(list_id, f))
-            for p, fid, f in zip(*cols, strict=True)
-        ]
-        extra = extra.filter(pa.array(keep, pa.bool_()))
-        extra = extra.take(pc.sort_indices(extra, [("person_id", "ascending"), ("face_id", "ascending")]))
+    if faces.num_rows:
+        faces = faces.filter(pa.array([p in present for p in faces["person_id"].to_pylist()], pa.bool_()))
+        faces = faces.take(pc.sort_indices(faces, [("person_id", "ascending"), ("face_id", "ascending")]))
+    # a person without face rows (a crash inside person create) is its own embedding
+    with_faces = set(faces["person_id"].to_pylist())
+    bare = [i for i, p in enumerate(ids) if p not in with_faces]
     both = pa.concat_arrays(
         [
-            persons["embedding"].combine_chunks().cast(pa.list_(pa.float32())),
-            extra["embedding"].combine_chunks().cast(pa.list_(pa.float32())),
+            faces["embedding"].combine_chunks().cast(pa.list_(pa.float32())),
+            persons["embedding"].combine_chunks().cast(pa.list_(pa.float32())).take(pa.array(bare, pa.int64())),
         ]
     )
     emb, ok = _matrix(both)
-    owners = ids + extra["person_id"].to_pylist()
-    shas = persons["image_sha256"].to_pylist() + extra["image_sha256"].to_pylist()
-    idxs = persons["face_index"].to_pylist() + extra["face_index"].to_pylist()
+    owners = faces["person_id"].to_pylist() + [ids[i] for i in bare]
+    shas = faces["image_sha256"].to_pylist() + [None] * len(bare)
+    idxs = faces["face_index"].to_pylist() + [None] * len(bare)
     rows = np.flatnonzero(ok)
     state = _State(
         ids=ids,
@@ -315,9 +305,9 @@ def _write(lake: Lake, list_id: str, merges: list[tuple[str, list[str]]], journa
         r["person_id"]: r
         for r in lake.read("persons", where={"list_id": list_id, "person_id": kept_all + merged_all}).to_pylist()
     }
-    moved: dict[str, list[dict]] = defaultdict(list)
+    rows_of: dict[str, list[dict]] = defaultdict(list)
     for r in lake.read("person_faces", where={"list_id": list_id, "person_id": merged_all}).to_pylist():
-        moved[r["person_id"]].append(r)
+        rows_of[r["person_id"]].append(r)
     face_rows, survivors = [], []
     for kept, merged in merges:
         survivor = full.get(kept)
@@ -328,22 +318,9 @@ def _write(lake: Lake, list_id: str, merges: list[tuple[str, list[str]]], journa
             p = full.get(m)
             if p is None:
                 continue  # already deleted: merged by an earlier attempt (its faces moved then)
-            face_rows.append(
-                {
-                    "person_id": kept,
-                    "list_id": list_id,
-                    "face_id": creating_face_id(list_id, m),
-                    "embedding": p["embedding"],
-                    "image_sha256": p["image_sha256"],
-                    "image_uri": p["image_uri"],
-                    "face_index": p["face_index"],
-                    "thumb": p["thumb"],
-                    "from_person_id": m,
-                    "added": t,
-                }
-            )
-            for r in sorted(moved.get(m, []), key=lambda r: r["face_id"]):  # same face_id: moved in place
-                face_rows.append({**r, "person_id": kept, "from_person_id": m, "added": t})
+            rows = rows_of.get(m) or [_bare_face(p)]  # a person without face rows keeps its face this way
+            for r in sorted(rows, key=lambda r: r["face_id"]):
+                face_rows.append({**r, "person_id": kept, "from_person_id": m, "how": "merged", "added": t})
             survivor["fields"] = union_fields(survivor["fields"], p["fields"])
         survivor["updated"] = t
         survivors.append(survivor)
@@ -352,6 +329,20 @@ def _write(lake: Lake, list_id: str, merges: list[tuple[str, list[str]]], journa
     gone = [m for (k, ms) in merges if k in full for m in ms if m in full]
     if gone:
         lake.delete("persons", {"list_id": list_id, "person_id": gone})
+
+
+def _bare_face(p: dict) -> dict:
+    return face_row(
+        person_id=p["person_id"],
+        list_id=p["list_id"],
+        embedding=p["embedding"],
+        image_sha256=p["image_sha256"],
+        face_index=p["face_index"],
+        how="created",
+        image_uri=p["image_uri"],
+        thumb=p["thumb"],
+        source_id=p["source_id"],
+    )
 
 
 # ------------------------------------------------------------------------------------------------ operation

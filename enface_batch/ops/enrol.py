@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -23,10 +22,11 @@ from .. import imaging
 from ..analyze import Analyzer
 from ..imaging import jpeg_bytes
 from ..lake.schemas import DEFAULT_LIST_ID
-from ..lake.store import Lake, fsspec_options, now
+from ..lake.store import Lake, fsspec_options
 from . import validate
 from .catalog import list_lists, require_lists
 from .errors import BadRequest
+from .identity import face_row
 from .persons import create_person
 
 
@@ -143,22 +143,20 @@ def enrol(
             continue
         report["persons_created"] += 1
         extra = [
-            {
-                "person_id": person["person_id"],
-                "list_id": entry.list_id,
-                "face_id": str(uuid.uuid4()),
-                "embedding": r.faces[0].embedding.tolist(),
-                "image_sha256": r.sha256,
-                "image_uri": None if drop_image else r.uri,
-                "face_index": r.faces[0].index,
-                "thumb": None if drop_image else jpeg_bytes(r.faces[0].thumb),
-                "from_person_id": None,
-                "added": now(),
-            }
+            face_row(
+                person_id=person["person_id"],
+                list_id=entry.list_id,
+                embedding=r.faces[0].embedding,
+                image_sha256=r.sha256,
+                face_index=r.faces[0].index,
+                how="enrolled",
+                image_uri=None if drop_image else r.uri,
+                thumb=None if drop_image else jpeg_bytes(r.faces[0].thumb),
+            )
             for r in good[1:]
         ]
         if extra:
-            lake.append("person_faces", extra)
+            lake.upsert("person_faces", extra, keys=["list_id", "face_id"])
             report["extra_faces"] += len(extra)
     report["spent"] = round((time.perf_counter() - t0) * 1000)
     return report

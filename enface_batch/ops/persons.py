@@ -16,6 +16,7 @@ from .action import ActionEngine, person_row
 from .catalog import require_lists
 from .errors import BadRequest, NotFound
 from .faces import face_json
+from .identity import face_id, face_row, photos_of
 
 
 def _spent(t0: float) -> int:
@@ -83,7 +84,7 @@ def create_person(
     cal, searcher = engine.calibration, engine.searcher
     thr = cal.threshold(threshold)
     exclude = {replaced["person_id"]} if replaced else set()
-    persons, staged = [], []
+    persons, staged, faces = [], [], []
     for face in res.faces:
         entry = face_json(face, bbox=bbox, bbox_pro=bbox_pro, thumb=thumb)
         q = face.embedding[None, :]
@@ -122,19 +123,31 @@ def create_person(
                     fields=new_fields if new_fields is not None else replaced["fields"],
                 )
             staged.append(row)
+            faces.append(
+                face_row(
+                    person_id=row["person_id"],
+                    list_id=lid,
+                    embedding=face.embedding,
+                    image_sha256=res.sha256,
+                    face_index=face.index,
+                    how="replaced" if replaced else "enrolled",
+                    image_uri=row["image_uri"],
+                    thumb=row["thumb"],
+                )
+            )
             exclude.add(row["person_id"])
-            if replaced:
-                searcher.removed(lid, [row["person_id"]])
-            searcher.added(lid, [row["person_id"]], q)
             entry.update(created=True, person_id=row["person_id"], list_id=lid)
         persons.append(entry)
-    if staged:
-        version = (
-            lake.upsert("persons", staged, keys=["person_id", "list_id"])
-            if replaced
-            else lake.append("persons", staged)
-        )
-        searcher.committed(version)
+    if staged and replaced:
+        # The new photo takes the place of the face the person was made from (its other faces stay); the old
+        # face row goes first, so a crash in between leaves the person with fewer faces, never a stale one.
+        old_face = face_id(lid, replaced["image_sha256"], replaced["face_index"])
+        lake.delete("person_faces", {"list_id": lid, "face_id": old_face})
+        lake.upsert("persons", staged, keys=["person_id", "list_id"])
+    elif staged:
+        lake.append("persons", staged)
+    if faces:
+        lake.upsert("person_faces", faces, keys=["list_id", "face_id"])
     n_created = sum(p["created"] for p in persons)
     verb = "replaced" if replaced else "created"
     message = f"{n_created} person(s) {verb}" if res.faces else "no faces found"
@@ -161,6 +174,21 @@ def get_person(lake: Lake, person_id: str, list_id: str | None = None) -> dict:
     return _public(_person(lake, person_id, list_id))
 
 
+def person_photos(lake: Lake, person_id: str, list_id: str | None = None) -> dict:
+    """The photos a person is in (its person_faces rows with the files that hold each photo)."""
+    row = _person(lake, person_id, list_id)
+    photos = photos_of(lake, row["person_id"], row["list_id"])
+    return {
+        "status": "ok",
+        "person_id": row["person_id"],
+        "list_id": row["list_id"],
+        "fields": list(row["fields"] or []),
+        "faces_total": len(photos),
+        "photos_total": len({p["image_sha256"] for p in photos}),
+        "photos": photos,
+    }
+
+
 def update_person(
     lake: Lake,
     person_id: str,
@@ -180,6 +208,9 @@ def update_person(
 
 
 def delete_person(lake: Lake, person_id: str, *, list_id: str | None = None) -> dict:
+    """The person and its face rows (faces first: a crash in between leaves a person without faces, never
+    faces of a person who is gone); its faces then belong to nobody in the list."""
     row = _person(lake, person_id, list_id)
+    lake.delete("person_faces", {"person_id": row["person_id"], "list_id": row["list_id"]})
     lake.delete("persons", {"person_id": row["person_id"], "list_id": row["list_id"]})
     return {"status": "ok", "message": "1 person(s) deleted"}

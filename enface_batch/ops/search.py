@@ -1,105 +1,151 @@
-"""Face search over person lists: one FAISS index per list, kept in step with the persons table.
+"""Face search over person lists: one FAISS index per list, one vector per person, kept in step with the lake.
 
-The persons table is the truth. An index file beside the tables is stamped with the persons-table version it
-reflects; on open it is reused when that version is current, re-stamped when the list's members did not
-change, and rebuilt from the table otherwise. Persons created by this process are added incrementally.
+A person is all its faces: its vector is the template of its `person_faces` rows (ops/identity.py), so a new
+face is matched against everything known of the person, not only the face that created it. The tables are
+the truth; a writer builds a list's index from them on first use and then keeps it current itself, adding
+persons it creates and moving templates as it assigns faces, without re-reading the tables.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from ..index import PersonIndex
 from ..lake.store import Lake
+from .identity import person_sums, template_vectors
+
+
+class PersonSearch(Protocol):
+    """Who in these lists looks most like each query? Implemented by the writer's Searcher and by the
+    endpoint's snapshot-bound live indexes (api/searcher.py), which never change anything."""
+
+    def search(
+        self, list_ids: Iterable[str], queries: np.ndarray, k: int, *, exclude: Collection[str] = ()
+    ) -> list[list[tuple[str, str, float]]]: ...
+
 
 # Searches here are one face at a time, between onnxruntime calls that hold every core: waking an OpenMP
 # team for a single query then cost 7 ms per search in a scan's cProfile, against 0.03 ms alone.
 SEARCH_THREADS = 1
 
 
-def build_index(lake: Lake, list_id: str, dim: int, version: int) -> PersonIndex:
-    """A list's index from the persons table as of `version` (the truth)."""
-    rows = lake.read("persons", where={"list_id": list_id}, columns=["person_id", "embedding"], version=version)
-    emb = (
-        np.asarray(rows["embedding"].to_pylist(), dtype=np.float32).reshape(-1, dim)
-        if rows.num_rows
-        else np.zeros((0, dim), np.float32)
-    )
-    return PersonIndex.build(rows["person_id"].to_pylist(), emb, version=version, threads=SEARCH_THREADS)
+@dataclass
+class _List:
+    index: PersonIndex
+    sums: dict[str, np.ndarray] = field(default_factory=dict)  # person -> sum of its unit face embeddings
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def build_index(lake: Lake, list_id: str, dim: int, version: int | None = None) -> PersonIndex:
+    """A list's index of person templates from the tables (person_faces as of `version`)."""
+    return _build(lake, list_id, dim, version).index
+
+
+def _build(lake: Lake, list_id: str, dim: int, version: int | None) -> _List:
+    version = lake.version("person_faces") if version is None else version
+    ids, sums, counts = person_sums(lake, list_id, dim, version=version)
+    vectors = template_vectors(sums, counts) if ids else np.zeros((0, dim), np.float32)
+    index = PersonIndex.build(ids, vectors, version=version, threads=SEARCH_THREADS, normalise=False)
+    return _List(index, dict(zip(ids, sums, strict=True)), dict(zip(ids, counts.tolist(), strict=True)))
+
+
+def _unit(embedding: np.ndarray) -> np.ndarray:
+    e = np.asarray(embedding, np.float64).reshape(-1)
+    return e / max(float(np.linalg.norm(e)), 1e-12)
 
 
 class Searcher:
+    """The writer's person search: templates per list, updated in memory as faces are assigned."""
+
     def __init__(self, lake: Lake, dim: int) -> None:
         self.lake, self.dim = lake, dim
-        self._indexes: dict[str, PersonIndex] = {}
+        self._lists: dict[str, _List] = {}
         self._dirty: set[str] = set()
-        # Lists checked against the persons table since the last refresh(); a writer that owns the lake need
-        # not reopen the Delta log for every face it searches.
+        # Lists checked against the tables since the last refresh(); a writer that owns the lake need not
+        # reopen the Delta log for every face it searches.
         self._fresh: set[str] = set()
 
     def refresh(self) -> None:
-        """Check every index against the persons table again on its next use (others may have written)."""
+        """Check every index against the tables again on its next use (others may have written)."""
         self._fresh.clear()
 
-    def _path(self, list_id: str) -> str:
-        return self.lake.path("_index", f"{list_id}.faiss")
+    def _state(self, list_id: str) -> _List:
+        st = self._lists.get(list_id)
+        if st is not None and (list_id in self._fresh or list_id in self._dirty):
+            return st
+        version = self.lake.version("person_faces")
+        if st is None or st.index.version != version:
+            st = _build(self.lake, list_id, self.dim, version)
+            self._lists[list_id] = st
+        self._fresh.add(list_id)
+        return st
 
     def index(self, list_id: str) -> PersonIndex:
-        idx = self._indexes.get(list_id)
-        if idx is not None and list_id in self._fresh:
-            return idx
-        version = self.lake.version("persons")
-        if idx is not None and idx.version == version:
-            return idx
-        if idx is None:
-            idx = PersonIndex.load(self._path(list_id), fs=self.lake.fs, threads=SEARCH_THREADS)
-        if idx is not None and idx.version != version:
-            current = self.lake.read("persons", where={"list_id": list_id}, columns=["person_id"], version=version)
-            if set(current["person_id"].to_pylist()) == set(idx.person_ids) and not idx.needs_rebuild:
-                idx.version = version
-            else:
-                idx = None
-        if idx is None:
-            idx = build_index(self.lake, list_id, self.dim, version)
-            self._dirty.add(list_id)
-        self._indexes[list_id] = idx
-        self._fresh.add(list_id)
-        return idx
+        return self._state(list_id).index
 
     def search(
         self, list_ids: Iterable[str], queries: np.ndarray, k: int, *, exclude: Collection[str] = ()
     ) -> list[list[tuple[str, str, float]]]:
-        """Per query, the k best (person_id, list_id, cosine) over all the lists, best first."""
-        merged: list[list[tuple[str, str, float]]] = [[] for _ in range(len(queries))]
-        for list_id in dict.fromkeys(list_ids):
-            for q, hits in enumerate(self.index(list_id).search(queries, k, exclude=exclude)):
-                merged[q].extend((pid, list_id, sim) for pid, sim in hits)
-        return [sorted(m, key=lambda h: -h[2])[:k] for m in merged]
+        """Per query, the k best (person_id, list_id, similarity) over all the lists, best first."""
+        return merge_hits({lid: self.index(lid) for lid in dict.fromkeys(list_ids)}, queries, k, exclude=exclude)
 
     def added(self, list_id: str, person_ids: list[str], embeddings: np.ndarray) -> None:
-        """Persons created in this process, visible to the next search before they are committed."""
-        self.index(list_id).add(person_ids, embeddings)
+        """Persons created in this process (one face each), searchable before they are committed."""
+        st = self._state(list_id)
+        emb = np.asarray(embeddings, np.float64).reshape(len(person_ids), -1)
+        for pid, e in zip(person_ids, emb, strict=True):
+            st.sums[pid], st.counts[pid] = _unit(e), 1
+        self._update(list_id, st, person_ids)
+
+    def assigned(self, list_id: str, person_id: str, embedding: np.ndarray) -> None:
+        """A face given to a person: its template moves toward the face at once."""
+        st = self._state(list_id)
+        if person_id not in st.sums:
+            return  # not in this list's index (deleted meanwhile): nothing to move
+        st.sums[person_id] = st.sums[person_id] + _unit(embedding)
+        st.counts[person_id] += 1
+        self._update(list_id, st, [person_id])
+
+    def _update(self, list_id: str, st: _List, person_ids: list[str]) -> None:
+        sums = np.stack([st.sums[p] for p in person_ids])
+        counts = np.array([st.counts[p] for p in person_ids])
+        st.index.add(person_ids, template_vectors(sums, counts), normalise=False)
         self._dirty.add(list_id)
 
     def removed(self, list_id: str, person_ids: list[str]) -> None:
-        self.index(list_id).remove(person_ids)
+        st = self._state(list_id)
+        st.index.remove(person_ids)
+        for p in person_ids:
+            st.sums.pop(p, None)
+            st.counts.pop(p, None)
         self._dirty.add(list_id)
 
     def committed(self, version: int) -> None:
-        """The persons table now holds everything added or removed here: stamp the indexes and save them."""
+        """The tables now hold everything changed here, as of person_faces `version`."""
         for list_id in self._dirty:
-            idx = self._indexes[list_id]
-            idx.version = version
-            idx.save(self._path(list_id), fs=self.lake.fs)
+            self._lists[list_id].index.version = version
         self._dirty.clear()
+
+
+def merge_hits(
+    indexes: dict[str, PersonIndex], queries: np.ndarray, k: int, *, exclude: Collection[str] = ()
+) -> list[list[tuple[str, str, float]]]:
+    """Per query, the k best (person_id, list_id, similarity) over several lists' indexes, best first."""
+    merged: list[list[tuple[str, str, float]]] = [[] for _ in range(len(queries))]
+    for list_id, idx in indexes.items():
+        for q, hits in enumerate(idx.search(queries, k, exclude=exclude)):
+            merged[q].extend((pid, list_id, sim) for pid, sim in hits)
+    return [sorted(m, key=lambda h: -h[2])[:k] for m in merged]
 
 
 def reindex(lake: Lake, dim: int, list_ids: Iterable[str] | None = None) -> dict:
     """Rebuild and save the FAISS index of each list (all lists by default) from the persons table."""
     ids = list(list_ids) if list_ids else lake.read("person_lists", columns=["list_id"])["list_id"].to_pylist()
-    version = lake.version("persons")
+    version = lake.version("person_faces")
     built = {}
     for list_id in ids:
         idx = build_index(lake, list_id, dim, version)

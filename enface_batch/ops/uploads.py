@@ -144,7 +144,7 @@ def search_upload(
     if asks_for_creation(new_person_threshold, person_list_add):
         raise BadRequest(SEARCH_ONLY)
     k = validate.results(results)
-    engine = ActionEngine(lake, analyzer, searcher=searcher)
+    engine = ActionEngine(lake, analyzer, searcher=searcher, assign=False)
     rules = resolve_rules(
         lake,
         engine.calibration,

@@ -1,0 +1,134 @@
+"""Upgrading a lake made by an earlier release in place, one step per schema version.
+
+Each step is one Delta commit per table it rewrites, so a crash leaves the table as before or as after, and
+a step recognises its own "after" (a column it adds), so running it again does nothing. `Lake()` runs the
+missing steps when it opens a lake for writing; readers (the endpoint) read older lakes as they are.
+
+1 -> 2: `person_faces` becomes the face-to-person table. Schema 1 held only faces moved by dedup and extra
+enrolment photos; schema 2 holds every face's person per list. The step adds the columns (score, how,
+source_id, run_id, action_id) and back-fills: the face each person was made from (persons), and the faces
+scans matched (actions: the best match when it reached the action's threshold, no_match for "never",
+followed through the `merges` journal to the person that exists now; embeddings from `faces`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+from deltalake import write_deltalake
+
+from .schemas import TABLES
+
+if TYPE_CHECKING:
+    from .store import Lake
+
+log = logging.getLogger(__name__)
+_NO_MATCH = 85.0  # the score of "no_match" in every calibration this project ships
+
+
+def pending(lake: Lake) -> list[str]:
+    names = {f.name for f in lake.table("person_faces").schema().fields}
+    return [] if "how" in names else ["1->2"]
+
+
+def migrate(lake: Lake) -> list[str]:
+    """Run the steps this lake lacks; returns their names."""
+    done = []
+    for step in pending(lake):
+        if step == "1->2":
+            n = _v1_to_v2(lake)
+            log.warning("lake %s upgraded to schema 2: person_faces now holds %d face rows", lake.uri, n)
+        done.append(step)
+    return done
+
+
+def _v1_to_v2(lake: Lake) -> int:
+    from ..ops.identity import face_id, face_row
+
+    old = lake.table("person_faces").to_pyarrow_table().to_pylist()
+    persons = lake.read(
+        "persons",
+        columns=[
+            "person_id",
+            "list_id",
+            "source_id",
+            "embedding",
+            "image_sha256",
+            "face_index",
+            "image_uri",
+            "thumb",
+            "action_id",
+        ],
+    ).to_pylist()
+    rows: dict[str, dict] = {}
+    for p in persons:  # the creating faces first: they win over any other claim on the same face
+        r = face_row(
+            person_id=p["person_id"],
+            list_id=p["list_id"],
+            embedding=p["embedding"],
+            image_sha256=p["image_sha256"],
+            face_index=p["face_index"],
+            how="created" if p["source_id"] else "enrolled",
+            image_uri=p["image_uri"],
+            thumb=p["thumb"],
+            source_id=p["source_id"],
+            run_id=p["action_id"],  # schema 1 stored the run id there
+        )
+        rows.setdefault(r["face_id"], r)
+    alive = {(p["person_id"], p["list_id"]) for p in persons}
+    for r in old:
+        if (r["person_id"], r["list_id"]) not in alive:
+            continue
+        fid = face_id(r["list_id"], r["image_sha256"], r["face_index"]) if r["image_sha256"] else r["face_id"]
+        how = "merged" if r["from_person_id"] else "enrolled"
+        rows.setdefault(fid, {**r, "face_id": fid, "score": None, "how": how, "source_id": None, "run_id": None})
+        rows[fid].setdefault("action_id", None)
+    moved: dict[str, str] = {}
+    for m in lake.read("merges", columns=["kept_person_id", "merged_person_ids"]).to_pylist():
+        for g in m["merged_person_ids"] or []:
+            moved[g] = m["kept_person_id"]
+    embeddings = {
+        (f["image_sha256"], f["face_index"]): f["embedding"]
+        for f in lake.read("faces", columns=["image_sha256", "face_index", "embedding"]).to_pylist()
+    }
+    cols = ["action_id", "run_id", "source_id", "image_sha256", "image_uri", "face_index", "matches", "rules"]
+    for a in lake.read("actions", columns=cols).to_pylist():
+        if not a["matches"]:
+            continue
+        best = a["matches"][0]
+        threshold = json.loads(a["rules"] or "{}").get("threshold_score") or _NO_MATCH
+        emb = embeddings.get((a["image_sha256"], a["face_index"]))
+        if best["score"] < threshold or emb is None:
+            continue
+        pid, seen = best["person_id"], set()
+        while pid in moved and pid not in seen:
+            seen.add(pid)
+            pid = moved[pid]
+        if (pid, best["list_id"]) not in alive:
+            continue
+        r = face_row(
+            person_id=pid,
+            list_id=best["list_id"],
+            embedding=emb,
+            image_sha256=a["image_sha256"],
+            face_index=a["face_index"],
+            how="matched",
+            image_uri=a["image_uri"],
+            score=best["score"],
+            source_id=a["source_id"],
+            run_id=a["run_id"],
+            action_id=a["action_id"],
+        )
+        rows.setdefault(r["face_id"], r)
+    table = pa.Table.from_pylist(list(rows.values()), TABLES["person_faces"])
+    write_deltalake(
+        lake.table_uri("person_faces"),
+        table,
+        mode="overwrite",
+        schema_mode="overwrite",
+        storage_options=lake.options,
+    )
+    return table.num_rows
