@@ -84,6 +84,7 @@ class Server:
 def server(tmp_path_factory, test_data, analyzer):
     """A lake with enrolled persons (list vip), a scanned source (auto-enrolled list scanned), a user with
     tokens; `enface serve` over it in a subprocess."""
+    from enface_batch.ops.dedup import dedup
     from enface_batch.scan import scan_source
 
     ex = test_data / EX
@@ -108,6 +109,7 @@ def server(tmp_path_factory, test_data, analyzer):
         person_list_add=[scanned],
     )["source_id"]
     scan_source(lake, analyzer, source)
+    dedup(lake, scanned, threshold="80")  # a lake the way users leave it: scanned, then de-duplicated
     user = auth.add_user(lake, EMAIL, PASSWORD)
     forever = auth.create_token(lake, user["user_id"], expires="never")["token"]["token"]
     expired = str(uuid.uuid4())
@@ -469,11 +471,21 @@ def test_browse_persons_faces_and_images(server):
     _err(http.get(f"/browse/lists/{ids['vip']}/persons?limit=0", headers=h), 400)
 
     obama = _ok(http.get(f"/browse/lists/{ids['vip']}/persons/{ids['obama']}", headers=h))
-    (face,) = obama["faces"]
+    face, *matched = obama["faces"]
     assert face["kind"] == "created" and face["thumb"] and face["crop"] and face["image_uri"].endswith("obama.jpg")
+    assert matched and all(f["kind"] == "matched" and f["score"] >= 85 and f["thumb"] for f in matched)
+    assert {f["image_uri"].rsplit("/", 1)[-1] for f in matched} >= {"obama2.jpg", "obama_small.jpg"}
     seen = {a["image_uri"].rsplit("/", 1)[-1] for a in obama["appearances"]}
     assert "obama2.jpg" in seen and "biden.jpg" not in seen  # scanned photos matched to him
     assert all(a["score"] >= obama["min_score"] for a in obama["appearances"])
+    # every person of every list answers, the scanned-and-deduplicated list included, and pages past the end
+    for lid in (ids["vip"], ids["scanned"]):
+        every = _ok(http.get(f"/browse/lists/{lid}/persons?limit=500", headers=h))["persons"]
+        assert every
+        for p in every:
+            page = _ok(http.get(f"/browse/lists/{lid}/persons/{p['person_id']}", headers=h))
+            assert len(page["faces"]) == p["faces"] >= 1
+        assert _ok(http.get(f"/browse/lists/{lid}/persons?offset=60", headers=h))["persons"] == []
     _err(http.get(f"/browse/lists/{ids['vip']}/persons/{uuid.uuid4()}", headers=h), 404)
     _err(http.get(f"/browse/lists/{ids['vip']}/persons/xyz", headers=h), 400)
 
@@ -649,5 +661,13 @@ def test_page_in_headless_chromium(server):
             page.wait_for_selector("#search-results .match-card img")
             first = page.eval_on_selector("#search-results .match-card img", "e => e.naturalWidth")
             assert first > 0
+            # a person of the scanned-and-deduplicated list opens too, with its faces
+            scanned = _ok(server.http.get(f"/browse/lists/{ids['scanned']}/persons", headers=server.h))["persons"]
+            pid = scanned[0]["person_id"]
+            page.click(f".list-item[data-list-id='{ids['scanned']}']")
+            page.click(f".person-card[data-person-id='{pid}']")
+            page.wait_for_selector("#faces img.face-thumb")
+            widths = page.eval_on_selector_all("#faces img", "els => els.map(e => e.complete && e.naturalWidth)")
+            assert widths and all(w and w > 0 for w in widths), widths
         finally:
             browser.close()
