@@ -45,7 +45,7 @@ def make_source(lake: Lake, uri: str) -> str:
 
 
 def runner_figures(folder: str, runners: list[str], workers: int) -> None:
-    from flows.scan import run_scan
+    from enface_batch.flows.scan import run_scan
 
     print(f"## scan flow over {folder} ({os.cpu_count()} cores, {workers} workers)\n")
     print("| runner | images | faces | wall s | images/s (wall) | images/s (writer loop) |\n|---|---|---|---|---|---|")

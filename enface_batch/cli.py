@@ -472,10 +472,10 @@ def run_cmd(
 ) -> None:
     """Run the scan flow: analyse every new image of the sources, search and auto-enrol, write the tables."""
     _offline_prefect()
-    from flows import prefect_server
+    from .flows import prefect_server
 
     prefect_server.start()  # before the heavy imports below, so the server's start-up overlaps them
-    from flows.scan import run_scan
+    from .flows.scan import run_scan
 
     try:
         summaries = run_scan(
@@ -549,7 +549,7 @@ def schedule_cmd(
 ) -> None:
     """Serve the scan flow on a schedule (a long-running process; point PREFECT_API_URL at a Prefect server)."""
     _offline_prefect()
-    from flows.scan import make_runner, scan
+    from .flows.scan import make_runner, scan
 
     flow_ = scan.with_options(task_runner=make_runner(runner, workers))
     flow_.serve(

@@ -19,11 +19,11 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from enface_batch.analyze import Analyzer, ImageResult
+from enface_batch.flows import prefect_server
 from enface_batch.lake.store import Lake
 from enface_batch.models import load_pack
 from enface_batch.ops.catalog import list_sources
 from enface_batch.scan import CHUNK_IMAGES, COMMIT_IMAGES, ScanWriter, Summary, analyze_chunk, chunks, plan
-from flows import prefect_server
 
 _ANALYZERS: dict[int | None, Analyzer] = {}
 
