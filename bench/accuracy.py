@@ -26,8 +26,6 @@ import numpy as np
 
 from enface_batch.analyze import Analyzer
 from enface_batch.evaluation import (
-    AGE_BINS,
-    RACES,
     attribute_predictions,
     attribute_summary,
     central_face,
@@ -39,6 +37,7 @@ from enface_batch.evaluation import (
     verification_folds,
 )
 from enface_batch.models import load_pack
+from enface_batch.models.attributes import AGE_BINS, RACES
 from enface_batch.scoring import calibration_for
 from enface_batch.settings import get_settings
 
