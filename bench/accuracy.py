@@ -24,12 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from enface_batch.analyze import Analyzer  # noqa: E402
-from enface_batch.evaluation import (  # noqa: E402
-    AGE_BINS,
-    RACES,
+from enface_batch.analyze import Analyzer
+from enface_batch.evaluation import (
     attribute_predictions,
     attribute_summary,
     central_face,
@@ -40,9 +36,10 @@ from enface_batch.evaluation import (  # noqa: E402
     pr_at,
     verification_folds,
 )
-from enface_batch.models import load_pack  # noqa: E402
-from enface_batch.scoring import calibration_for  # noqa: E402
-from enface_batch.settings import get_settings  # noqa: E402
+from enface_batch.models import load_pack
+from enface_batch.models.attributes import AGE_BINS, RACES
+from enface_batch.scoring import calibration_for
+from enface_batch.settings import get_settings
 
 REPORT_DIR = Path(__file__).resolve().parents[1] / "reports" / "accuracy"
 QUICK = {"fairface": 100, "lfw_pairs_per_fold": 30, "mitcmu_images": 10}
@@ -309,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         pairs, emb = lfw_quick(an, q["lfw_pairs_per_fold"])
     else:
-        from bench.lfw_embed import lfw_embeddings
+        from lfw_embed import lfw_embeddings
 
         pairs, emb, _ = lfw_embeddings(detector=args.detector)
     ver = verification(pairs, emb)

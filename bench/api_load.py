@@ -34,16 +34,13 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import httpx  # noqa: E402
-
-from enface_batch import auth  # noqa: E402
-from enface_batch.lake.store import Lake, now  # noqa: E402
-from enface_batch.ops import catalog  # noqa: E402
-from enface_batch.settings import get_settings  # noqa: E402
+from enface_batch import auth
+from enface_batch.lake.store import Lake, now
+from enface_batch.ops import catalog
+from enface_batch.settings import get_settings
 
 
 def free_port() -> int:

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
+from lfw_embed import lfw_embeddings
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.lfw_embed import lfw_embeddings  # noqa: E402
-from enface_batch.evaluation import genuine_similarities, impostor_similarities, verification_folds  # noqa: E402
+from enface_batch.evaluation import genuine_similarities, impostor_similarities, verification_folds
 
 TARGETS = {"80": 1e-2, "85": 1e-3, "90": 1e-4, "95": 1e-5}
 CAL_FOLDS, TEST_FOLDS = {0, 1, 2}, {3, 4}

@@ -28,17 +28,15 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
+from lfw_embed import lfw_embeddings
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.lfw_embed import lfw_embeddings  # noqa: E402
-from enface_batch.analyze import Analyzer  # noqa: E402
-from enface_batch.evaluation import central_face  # noqa: E402
-from enface_batch.lake.store import Lake  # noqa: E402
-from enface_batch.models import load_pack  # noqa: E402
-from enface_batch.ops import catalog  # noqa: E402
-from enface_batch.ops.dedup import dedup  # noqa: E402
-from enface_batch.settings import get_settings  # noqa: E402
+from enface_batch.analyze import Analyzer
+from enface_batch.evaluation import central_face
+from enface_batch.lake.store import Lake
+from enface_batch.models import load_pack
+from enface_batch.ops import catalog
+from enface_batch.ops.dedup import dedup
+from enface_batch.settings import get_settings
 
 THRESHOLDS = ("80", "85", "90", "95")
 

@@ -11,16 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from enface_batch import imaging  # noqa: E402
-from enface_batch.analyze import Analyzer  # noqa: E402
-from enface_batch.models import load_pack  # noqa: E402
-from enface_batch.settings import get_settings  # noqa: E402
+from enface_batch import imaging
+from enface_batch.analyze import Analyzer
+from enface_batch.models import load_pack
+from enface_batch.settings import get_settings
 
 
 def main() -> None:

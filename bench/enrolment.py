@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import csv
 import re
-import sys
 import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from enface_batch import imaging  # noqa: E402
-from enface_batch.analyze import Analyzer  # noqa: E402
-from enface_batch.lake.store import Lake  # noqa: E402
-from enface_batch.models import load_pack  # noqa: E402
-from enface_batch.ops.action import action  # noqa: E402
-from enface_batch.settings import get_settings  # noqa: E402
+from enface_batch import imaging
+from enface_batch.analyze import Analyzer
+from enface_batch.lake.store import Lake
+from enface_batch.models import load_pack
+from enface_batch.ops.action import action
+from enface_batch.settings import get_settings
 
 
 def fr_identity(path: str) -> str | None:

@@ -15,13 +15,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from lfw_embed import lfw_embeddings
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.lfw_embed import lfw_embeddings  # noqa: E402
-from enface_batch import imaging  # noqa: E402
-from enface_batch.evaluation import genuine_similarities, impostor_similarities, verification_folds  # noqa: E402
-from enface_batch.settings import get_settings  # noqa: E402
+from enface_batch import imaging
+from enface_batch.evaluation import genuine_similarities, impostor_similarities, verification_folds
+from enface_batch.settings import get_settings
 
 
 def dlib_embeddings(paths: list[str], pack) -> dict[str, np.ndarray | None]:

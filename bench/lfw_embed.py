@@ -9,12 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from enface_batch.analyze import Analyzer  # noqa: E402
-from enface_batch.evaluation import central_face, lfw_pairs  # noqa: E402
-from enface_batch.models import load_pack  # noqa: E402
-from enface_batch.settings import get_settings  # noqa: E402
+from enface_batch.analyze import Analyzer
+from enface_batch.evaluation import central_face, lfw_pairs
+from enface_batch.models import load_pack
+from enface_batch.settings import get_settings
 
 
 def lfw_embeddings(detector: str = "yunet+retinaface", embedder: str = "sface", pack: str | None = None):

@@ -22,10 +22,9 @@ from pathlib import Path
 import psutil
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from enface_batch.settings import get_settings
 
-from enface_batch.settings import get_settings  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_archive(dest: Path, n: int) -> None:

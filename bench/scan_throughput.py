@@ -14,21 +14,19 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from enface_batch.lake.store import Lake, now  # noqa: E402
-from enface_batch.ops import catalog  # noqa: E402
-from enface_batch.scan import list_files, plan  # noqa: E402
-from enface_batch.settings import get_settings  # noqa: E402
+from enface_batch.lake.store import Lake, now
+from enface_batch.ops import catalog
+from enface_batch.scan import list_files, plan
+from enface_batch.settings import get_settings
 
 
 def make_source(lake: Lake, uri: str) -> str:
@@ -47,7 +45,7 @@ def make_source(lake: Lake, uri: str) -> str:
 
 
 def runner_figures(folder: str, runners: list[str], workers: int) -> None:
-    from flows.scan import run_scan
+    from enface_batch.flows.scan import run_scan
 
     print(f"## scan flow over {folder} ({os.cpu_count()} cores, {workers} workers)\n")
     print("| runner | images | faces | wall s | images/s (wall) | images/s (writer loop) |\n|---|---|---|---|---|---|")

@@ -27,18 +27,13 @@ import argparse
 import gc
 import math
 import os
-import sys
 import time
 import uuid
-from pathlib import Path
 
+import faiss
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import faiss  # noqa: E402
-
-from enface_batch.index import PersonIndex, ivf_nlist, ivf_nprobe  # noqa: E402
+from enface_batch.index import PersonIndex, ivf_nlist, ivf_nprobe
 
 DIM = 128
 # Fitted to real SFace embeddings of lfw_dev (3,811 faces, 2,086 people; bench/lfw_embed.py cache):

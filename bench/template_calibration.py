@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.lfw_embed import lfw_embeddings
+from lfw_embed import lfw_embeddings
 from enface_batch.scoring import DEFAULT_EMBEDDER, calibration_for
 
 

@@ -29,10 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from enface_batch.settings import get_settings
 
-from enface_batch.settings import get_settings  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PEER_VENV = Path(os.environ.get("ENFACE_PEER_VENV", Path(tempfile.gettempdir()) / "enface-peer-venv"))
 

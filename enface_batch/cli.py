@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import imaging
 from .analyze import FEATURES, Analyzer, FeatureUnavailable, check_features
+from .lake.schemas import ACTION_DEFAULTS, SOURCE_DEFAULTS
 from .models import PackError, load_pack
 from .models.fetch import DEMO_PHOTOS, ModelFetchError, cache_dir, ensure_files
 
@@ -38,8 +39,8 @@ app.add_typer(token_app, name="token")
 LakeOpt = Annotated[str | None, typer.Option("--lake", help="Lake folder or URI (default: ENFACE_LAKE)")]
 ListId = Annotated[str | None, typer.Option("--list-id", help="Person list id (default: the default list)")]
 Threshold = Annotated[str | None, typer.Option("--new-person-threshold", help="80, 85, 90, 95, no_match or never")]
-SquareMin = Annotated[str | None, typer.Option("--new-person-square-min", help="50, 112 or 224 (pixels)")]
-YawMax = Annotated[str | None, typer.Option("--new-person-yaw-max", help="5, 10, 20 ... 80 (degrees)")]
+SquareMin = Annotated[int | None, typer.Option("--new-person-square-min", help="50, 112 or 224 (pixels)")]
+YawMax = Annotated[int | None, typer.Option("--new-person-yaw-max", help="5, 10, 20 ... 80 (degrees)")]
 FeatureCheck = Annotated[list[str] | None, typer.Option("--feature-check", help="gender, age or race; repeatable")]
 Bbox = Annotated[bool, typer.Option("--bbox", help="Return [x1, y1, x2, y2] per face")]
 BboxPro = Annotated[bool, typer.Option("--bbox-pro", help="Return the box's 4 corners turned with the face")]
@@ -269,9 +270,15 @@ def source_create(
     name: str,
     group_id: Annotated[str, typer.Option("--group-id", help="The source's group")],
     uri: Annotated[str | None, typer.Option("--uri", help="Archive folder or URI (s3://bucket/prefix)")] = None,
-    new_person_threshold: Annotated[str, typer.Option("--new-person-threshold")] = "never",
-    new_person_square_min: Annotated[str, typer.Option("--new-person-square-min")] = "112",
-    new_person_angle_max: Annotated[str, typer.Option("--new-person-angle-max", "--new-person-yaw-max")] = "60",
+    new_person_threshold: Annotated[str, typer.Option("--new-person-threshold")] = SOURCE_DEFAULTS[
+        "new_person_threshold"
+    ],
+    new_person_square_min: Annotated[int, typer.Option("--new-person-square-min")] = SOURCE_DEFAULTS[
+        "new_person_square_min"
+    ],
+    new_person_angle_max: Annotated[
+        int, typer.Option("--new-person-angle-max", "--new-person-yaw-max")
+    ] = SOURCE_DEFAULTS["new_person_angle_max"],
     person_list_add: Annotated[list[str] | None, typer.Option("--person-list-add", help="List id; repeatable")] = None,
     feature_check: FeatureCheck = None,
     lake: LakeOpt = None,
@@ -314,9 +321,13 @@ def person_create(
     ] = None,
     multi: Multi = False,
     drop_image: Annotated[bool, typer.Option("--drop-image", help="Keep only the embedding, no face image")] = False,
-    new_person_threshold: Annotated[str, typer.Option("--new-person-threshold")] = "no_match",
-    new_person_yaw_max: Annotated[str, typer.Option("--new-person-yaw-max")] = "30",
-    new_person_square_min: Annotated[str, typer.Option("--new-person-square-min")] = "112",
+    new_person_threshold: Annotated[str, typer.Option("--new-person-threshold")] = ACTION_DEFAULTS[
+        "new_person_threshold"
+    ],
+    new_person_yaw_max: Annotated[int, typer.Option("--new-person-yaw-max")] = ACTION_DEFAULTS["new_person_angle_max"],
+    new_person_square_min: Annotated[int, typer.Option("--new-person-square-min")] = ACTION_DEFAULTS[
+        "new_person_square_min"
+    ],
     feature_check: FeatureCheck = None,
     bbox: Bbox = False,
     bbox_pro: BboxPro = False,
@@ -482,10 +493,10 @@ def run_cmd(
 ) -> None:
     """Run the scan flow: analyse every new image of the sources, search and auto-enrol, write the tables."""
     _offline_prefect()
-    from flows import prefect_server
+    from .flows import prefect_server
 
     prefect_server.start()  # before the heavy imports below, so the server's start-up overlaps them
-    from flows.scan import run_scan
+    from .flows.scan import run_scan
 
     try:
         summaries = run_scan(
@@ -559,7 +570,7 @@ def schedule_cmd(
 ) -> None:
     """Serve the scan flow on a schedule (a long-running process; point PREFECT_API_URL at a Prefect server)."""
     _offline_prefect()
-    from flows.scan import make_runner, scan
+    from .flows.scan import make_runner, scan
 
     flow_ = scan.with_options(task_runner=make_runner(runner, workers))
     flow_.serve(

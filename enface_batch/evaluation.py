@@ -11,13 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .analyze import Analyzer, ImageResult
-
-AGE_BINS = ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"]
-_BIN_EDGES = [3, 10, 20, 30, 40, 50, 60, 70]
-
-
-def age_bin(age: float) -> str:
-    return AGE_BINS[int(np.searchsorted(_BIN_EDGES, age, side="right"))]
+from .models.attributes import AGE_BINS, AGE_EDGES, RACES, age_bin
 
 
 @dataclass
@@ -183,7 +177,7 @@ def attribute_scores(analyzer: Analyzer, root: Path, split: str = "val", limit: 
         true_bin = AGE_BINS.index(r["age"])
         bin_ok += pred_bin == true_bin
         adj_ok += abs(pred_bin - true_bin) <= 1
-        lo, hi = ([0, 3, 10, 20, 30, 40, 50, 60, 70] + [100])[true_bin : true_bin + 2]
+        lo, hi = AGE_EDGES[true_bin : true_bin + 2]
         abs_err.append(max(0.0, lo - f.features["age"], f.features["age"] - (hi - 1)))
     return {
         "images": len(rows),
@@ -196,8 +190,6 @@ def attribute_scores(analyzer: Analyzer, root: Path, split: str = "val", limit: 
 
 
 # --- issue 6: race, per-face attribute predictions, detection precision-recall ---------------------------------
-
-RACES = ["White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern"]
 
 
 def attribute_predictions(

@@ -1,1 +1,1 @@
-"""Prefect flows: thin orchestration over enface_batch (scan, enrol, dedup, reindex); next milestone."""
+"""Prefect flows: thin orchestration over enface_batch (scan, enrol, dedup, reindex)."""

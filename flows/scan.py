@@ -19,11 +19,12 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from enface_batch.analyze import Analyzer, ImageResult
+from enface_batch.flows import prefect_server
 from enface_batch.lake.store import Lake
 from enface_batch.models import load_pack
+from enface_batch.models.session import cores
 from enface_batch.ops.catalog import list_sources
 from enface_batch.scan import CHUNK_IMAGES, COMMIT_IMAGES, ScanWriter, Summary, analyze_chunk, chunks, plan
-from flows import prefect_server
 
 _ANALYZERS: dict[int | None, Analyzer] = {}
 
@@ -38,13 +39,6 @@ def worker_analyzer(threads: int | None = None) -> Analyzer:
 @task(name="analyze-chunk", retries=1, persist_result=False, log_prints=False)
 def analyze_chunk_task(uris: list[str], features: list[str], threads: int | None) -> list[ImageResult]:
     return analyze_chunk(worker_analyzer(threads), uris, features)
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def worker_threads(workers: int | None) -> int:

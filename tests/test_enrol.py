@@ -63,8 +63,8 @@ def test_reindex_rebuilds_every_list_from_the_table(lake, analyzer, test_data):
 
 @pytest.mark.usefixtures("prefect_server")
 def test_enrol_flow_runs_under_prefect(tmp_path, test_data):
+    from enface_batch.flows.maintenance import enrol_flow
     from enface_batch.lake.store import Lake
-    from flows.maintenance import enrol_flow
 
     lake = Lake(tmp_path / "lake")
     out = enrol_flow(str(test_data / "fixtures/dlib_examples/johns"), lake=lake.uri)

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from fakepack import HOT_BOX, HOT_KPS, HOT_SCORE, save, vi, write_pack
+from onnx import helper, numpy_helper
 
 from enface_batch import imaging
 from enface_batch.analyze import Analyzer
@@ -22,83 +23,12 @@ from enface_batch.models.detector import SCRFD
 from enface_batch.models.embedder import ArcFaceONNX
 from enface_batch.models.pack import load_insightface_pack
 
-HOT = (1, 6, 10)  # the generated detector fires at stride 16, anchor 1 of row 6, column 10: centre (160, 96)
-HOT_SCORE = 0.99
-DIST = np.float32([3, 4, 3, 5])  # left, top, right, bottom, in strides
-KPS = np.float32([[-1.25, -1], [1.25, -1], [0, 0.5], [-1, 2], [1, 2]])  # offsets from the centre, in strides
-HOT_BOX = np.float32([160 - 48, 96 - 64, 160 + 48, 96 + 80])  # = (112, 32, 208, 176)
-HOT_KPS = np.float32([[140, 80], [180, 80], [160, 104], [144, 128], [176, 128]])
 EXAMPLES = "fixtures/face_recognition_examples/examples"
-
-
-def _vi(name: str, shape: list) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-
-
-def _save(path: Path, nodes: list, inputs: list, outputs: list, inits: dict) -> Path:
-    graph = helper.make_graph(
-        nodes, path.stem, inputs, outputs, [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()]
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return path
-
-
-def _dense(path: Path, inp: str, out: str, size: int, pool: int, dim: int) -> Path:
-    """[N,3,size,size] -> AveragePool -> Flatten -> Gemm -> [N,dim]: recognition, genderage and landmark stand-ins."""
-    feat = 3 * (size // pool) ** 2
-    w = np.random.default_rng(dim).normal(0, 1e-3, (feat, dim)).astype(np.float32)
-    nodes = [
-        helper.make_node("AveragePool", [inp], ["pool"], kernel_shape=[pool, pool], strides=[pool, pool]),
-        helper.make_node("Flatten", ["pool"], ["flat"], axis=1),
-        helper.make_node("Gemm", ["flat", "W", "B"], [out]),
-    ]
-    bias = np.full(dim, 0.3, np.float32)
-    return _save(path, nodes, [_vi(inp, ["None", 3, size, size])], [_vi(out, ["None", dim])], {"W": w, "B": bias})
-
-
-def _scrfd(path: Path) -> Path:
-    """SCRFD-10g signature: input.1 [1,3,?,?]; scores, boxes, keypoints for strides 8/16/32, numeric names."""
-    names = {"score": ["448", "471", "494"], "bbox": ["451", "474", "497"], "kps": ["454", "477", "500"]}
-    nodes, inits, outs = [], {}, {}
-    rng = np.random.default_rng(0)
-    for i, s in enumerate((8, 16, 32)):
-        nodes.append(helper.make_node("AveragePool", ["input.1"], [f"p{s}"], kernel_shape=[s, s], strides=[s, s]))
-        for kind, per, bias in (("score", 1, [-10.0]), ("bbox", 4, DIST), ("kps", 10, KPS.ravel())):
-            ch, t = 2 * per, f"{kind}{s}"
-            # Score weights are small but real (logits stay near -10); box/keypoint outputs are the biases alone.
-            w = rng.normal(0, 0.05, (ch, 3, 1, 1)) if kind == "score" else np.zeros((ch, 3, 1, 1))
-            inits[f"{t}_w"], inits[f"{t}_b"] = w.astype(np.float32), np.tile(np.float32(bias), 2)
-            inits[f"{t}_shape"] = np.int64([-1, per])
-            nodes.append(helper.make_node("Conv", [f"p{s}", f"{t}_w", f"{t}_b"], [f"{t}_c"]))
-            src = f"{t}_c"
-            if kind == "score" and s == 16:
-                inits["hot_idx"], inits["hot_val"] = np.int64([[0, *HOT]]), np.float32([np.log(99.0)])
-                nodes.append(helper.make_node("ScatterND", [src, "hot_idx", "hot_val"], ["hot"]))
-                src = "hot"
-            nodes.append(helper.make_node("Transpose", [src], [f"{t}_t"], perm=[0, 2, 3, 1]))
-            name = names[kind][i]
-            if kind == "score":
-                nodes.append(helper.make_node("Reshape", [f"{t}_t", f"{t}_shape"], [f"{t}_r"]))
-                nodes.append(helper.make_node("Sigmoid", [f"{t}_r"], [name]))
-            else:
-                nodes.append(helper.make_node("Reshape", [f"{t}_t", f"{t}_shape"], [name]))
-            outs[name] = _vi(name, [f"n{s}", per])
-    order = [outs[n] for k in ("score", "bbox", "kps") for n in names[k]]
-    return _save(path, nodes, [_vi("input.1", [1, 3, "?", "?"])], order, inits)
 
 
 @pytest.fixture(scope="module")
 def pack_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("packs") / "buffalo_t"
-    root.mkdir()
-    _scrfd(root / "det_10g.onnx")
-    _dense(root / "w600k_r50.onnx", "input.1", "683", 112, 8, 512)
-    _dense(root / "genderage.onnx", "data", "fc1", 96, 8, 3)
-    _dense(root / "2d106det.onnx", "data", "fc1", 192, 16, 212)
-    _dense(root / "1k3d68.onnx", "data", "fc1", 192, 16, 3309)
-    return root
+    return write_pack(tmp_path_factory.mktemp("packs") / "buffalo_t")
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +138,7 @@ def test_inputs_and_outputs_are_converted_as_insightface_does(pack, pack_dir, tm
     # A genderage stand-in that returns the crop's mean R, G, B: [female logit, male logit, age / 100].
     mean = helper.make_node("ReduceMean", ["data"], ["fc1"], axes=[2, 3], keepdims=0)
     ga = InsightfaceGenderAge(
-        _save(tmp_path / "ga.onnx", [mean], [_vi("data", ["None", 3, 96, 96])], [_vi("fc1", ["None", 3])], {}),
+        save(tmp_path / "ga.onnx", [mean], [vi("data", ["None", 3, 96, 96])], [vi("fc1", ["None", 3])], {}),
         threads=1,
     )
     img = np.zeros((300, 400, 3), np.uint8)

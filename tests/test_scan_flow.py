@@ -84,7 +84,7 @@ def content(lake: Lake) -> dict:
 
 
 def test_scan_counts_rerun_and_incremental_add(tmp_path, test_data):
-    from flows.scan import run_scan
+    from enface_batch.flows.scan import run_scan
 
     build_archive(tmp_path / "archive", test_data)
     lake = Lake(tmp_path / "lake")
@@ -120,7 +120,7 @@ def test_scan_counts_rerun_and_incremental_add(tmp_path, test_data):
 def test_scan_with_archive_and_lake_on_s3(tmp_path, test_data, s3_endpoint):
     import s3fs
 
-    from flows.scan import run_scan
+    from enface_batch.flows.scan import run_scan
 
     build_archive(tmp_path / "archive", test_data)
     prefix = f"enface/{uuid.uuid4().hex}"
@@ -138,7 +138,7 @@ def test_scan_with_archive_and_lake_on_s3(tmp_path, test_data, s3_endpoint):
 def test_dask_cluster_gives_the_same_tables_as_a_local_run(tmp_path, test_data):
     distributed = pytest.importorskip("distributed", reason="the dask extra is needed")
 
-    from flows.scan import run_scan
+    from enface_batch.flows.scan import run_scan
 
     build_archive(tmp_path / "archive", test_data)
     local, remote = Lake(tmp_path / "local"), Lake(tmp_path / "dask")
@@ -151,7 +151,7 @@ def test_dask_cluster_gives_the_same_tables_as_a_local_run(tmp_path, test_data):
 
 
 def test_kill_9_mid_scan_then_rerun_gives_the_tables_of_an_uninterrupted_run(tmp_path, test_data):
-    from flows.scan import run_scan
+    from enface_batch.flows.scan import run_scan
 
     build_archive(tmp_path / "archive", test_data)
     reference, crashed = Lake(tmp_path / "reference"), Lake(tmp_path / "crashed")
@@ -161,7 +161,7 @@ def test_kill_9_mid_scan_then_rerun_gives_the_tables_of_an_uninterrupted_run(tmp
 
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     code = (
-        "import sys; from flows.scan import run_scan; "
+        "import sys; from enface_batch.flows.scan import run_scan; "
         "run_scan(lake=sys.argv[1], runner='threads', workers=1, chunk_size=2, commit_images=2)"
     )
     # A session of its own, so the kill also takes the temporary Prefect server the run starts.

@@ -12,6 +12,24 @@ DEFAULT_LIST_ID = "13814001-1dd2-11b2-b619-5502c27ed19c"  # the seed's default p
 DEFAULT_GROUP_ID = "13814001-1dd2-11b2-b619-5502c27ed19d"
 DEFAULT_SOURCE_ID = "13814001-1dd2-11b2-b619-5502c27ed19e"
 
+# A source's rules when its creator leaves them out: the seed's /source/create defaults (read-only: copy to change).
+SOURCE_DEFAULTS = {
+    "uri": None,
+    "new_person_threshold": "never",
+    "new_person_square_min": 112,
+    "new_person_angle_max": 60,
+    "person_list_add": [],
+    "feature_check": [],
+}
+# The seed's /action and /person/create defaults: the default source's rules, which apply when a request names
+# no group or source.
+ACTION_DEFAULTS = {
+    **SOURCE_DEFAULTS,
+    "new_person_threshold": "no_match",
+    "new_person_angle_max": 30,
+    "person_list_add": [DEFAULT_LIST_ID],
+}
+
 ts = pa.timestamp("us", tz="UTC")
 floats = pa.list_(pa.float32())
 strings = pa.list_(pa.string())

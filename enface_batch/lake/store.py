@@ -19,7 +19,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from ..settings import get_settings
 from .migrate import migrate
-from .schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID, TABLES
+from .schemas import ACTION_DEFAULTS, DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID, TABLES
 
 
 def now() -> datetime:
@@ -154,13 +154,7 @@ class Lake:
                     "source_id": DEFAULT_SOURCE_ID,
                     "group_id": DEFAULT_GROUP_ID,
                     "name": "default",
-                    "uri": None,
-                    # The seed's /action defaults, which apply when a request names no group or source.
-                    "new_person_threshold": "no_match",
-                    "new_person_square_min": 112,
-                    "new_person_angle_max": 30,
-                    "person_list_add": [DEFAULT_LIST_ID],
-                    "feature_check": [],
+                    **ACTION_DEFAULTS,  # the seed's /action defaults, for requests that name no group or source
                     "created": t,
                 },
             ),

@@ -14,6 +14,23 @@ try:
 except ImportError:  # pragma: no cover - cv2 is a hard dependency
     cv2 = None
 
+# FairFace's labels: seven perceived races and nine age bins (the bins' year edges: 0-2 is [0, 3), ...).
+RACES = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern")
+AGE_BINS = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70")
+AGE_EDGES = (0, 3, 10, 20, 30, 40, 50, 60, 70, 100)
+
+
+def age_bin(age: float) -> str:
+    """FairFace's age bin of an age in years."""
+    return AGE_BINS[int(np.searchsorted(AGE_EDGES[1:-1], age, side="right"))]
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of [N, K] logits."""
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
 
 class Attributes:
     """Interface: predict(rgb, kps[N,5,2], boxes[N,4]) -> list of {"gender": "male"|"female", "age": float, ...}."""
@@ -46,10 +63,7 @@ class InsightfaceGenderAge(Attributes):
         x = np.ascontiguousarray(np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2))
         pred = self.model.run(x)[0]
         out = []
-        for p in pred:
-            i = int(np.argmax(p[:2]))
-            e = np.exp(p[:2] - p[:2].max())
-            out.append(
-                {"gender": ("female", "male")[i], "gender_score": float(e[i] / e.sum()), "age": float(p[2] * 100)}
-            )
+        for p, g in zip(pred, softmax(pred[:, :2]), strict=True):
+            i = int(np.argmax(g))
+            out.append({"gender": ("female", "male")[i], "gender_score": float(g[i]), "age": float(p[2] * 100)})
         return out

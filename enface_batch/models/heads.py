@@ -25,11 +25,9 @@ import onnx
 from onnx import helper
 
 from .align import arcface_crop, chip_crop
-from .attributes import Attributes
+from .attributes import AGE_EDGES, RACES, Attributes, softmax
 from .session import Model
 
-RACES = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern")
-AGE_EDGES = (0, 3, 10, 20, 30, 40, 50, 60, 70, 100)
 HEADS_FILE = "attribute_heads.npz"
 
 
@@ -97,12 +95,6 @@ class FaceFeatures:
         return {k: v for k, v in out.items() if k in self.blocks or k == "_embedding"}
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
 class Heads:
     """Linear heads over concatenated feature blocks, weights folded with the standardisation: p = softmax(xW + b)."""
 
@@ -123,7 +115,7 @@ class Heads:
 
     def proba(self, task: str, feats: dict[str, np.ndarray]) -> np.ndarray:
         x = np.concatenate([feats[b] for b in self.blocks[task]], 1)
-        return _softmax(x @ self.w[task] + self.b[task])
+        return softmax(x @ self.w[task] + self.b[task])
 
 
 def heads_version() -> str:

@@ -30,14 +30,18 @@ def available_providers(choice: str | None = None) -> list[str]:
     return [p for p in wanted if p != "CPUExecutionProvider"] + ["CPUExecutionProvider"]
 
 
-def default_threads() -> int:
-    threads = get_settings().threads
-    if threads > 0:
-        return threads
+def cores() -> int:
+    """The CPU cores this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """onnxruntime threads per session: ENFACE_THREADS, else every core."""
+    threads = get_settings().threads
+    return threads if threads > 0 else cores()
 
 
 def create_session(model: bytes | str, *, threads: int | None = None) -> ort.InferenceSession:

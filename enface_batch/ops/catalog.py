@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import pyarrow.compute as pc
 
-from ..lake.schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID
+from ..lake.schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID, SOURCE_DEFAULTS
 from ..lake.store import Lake, now
 from . import validate
 from .errors import BadRequest, NotFound
@@ -99,13 +99,14 @@ def create_source(
     group_id: str,
     *,
     uri: str | None = None,
-    new_person_threshold: str = "never",
-    new_person_square_min: int | str = 112,
-    new_person_angle_max: int | str = 60,
+    new_person_threshold: str = SOURCE_DEFAULTS["new_person_threshold"],
+    new_person_square_min: int | str = SOURCE_DEFAULTS["new_person_square_min"],
+    new_person_angle_max: int | str = SOURCE_DEFAULTS["new_person_angle_max"],
     person_list_add: Iterable[str] | str | None = None,
     feature_check: Iterable[str] | str | None = None,
 ) -> dict:
-    """The seed's /source/create defaults: threshold never, square 112, angle 60, no list to add to."""
+    """The seed's /source/create defaults (SOURCE_DEFAULTS): threshold never, square 112, angle 60, no list to add
+    to."""
     t0 = time.perf_counter()
     row = {
         "source_id": str(uuid.uuid4()),
@@ -136,16 +137,7 @@ def list_sources(lake: Lake, group_id: str | None = None) -> list[dict]:
 
 
 # -- updates (keep the id and the creation time) ------------------------------------------------------------
-SOURCE_SETTINGS = (
-    "name",
-    "group_id",
-    "uri",
-    "new_person_threshold",
-    "new_person_square_min",
-    "new_person_angle_max",
-    "person_list_add",
-    "feature_check",
-)
+SOURCE_SETTINGS = ("name", "group_id", *SOURCE_DEFAULTS)
 
 
 def update_group(lake: Lake, group_id: str, *, person_list_search: Iterable[str] | None) -> dict:

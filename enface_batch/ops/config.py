@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..lake.schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID
+from ..lake.schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID, SOURCE_DEFAULTS
 from ..lake.store import Lake
 from . import catalog, validate
 from .errors import BadRequest, NotFound
@@ -23,25 +23,7 @@ from .errors import BadRequest, NotFound
 TOP_KEYS = ("lists", "groups", "sources")
 LIST_KEYS = ("name",)
 GROUP_KEYS = ("name", "person_list_search")
-SOURCE_KEYS = (
-    "name",
-    "group",
-    "uri",
-    "new_person_threshold",
-    "new_person_square_min",
-    "new_person_angle_max",
-    "person_list_add",
-    "feature_check",
-)
-# The seed's /source/create defaults, which omitted keys take.
-SOURCE_DEFAULTS = {
-    "uri": None,
-    "new_person_threshold": "never",
-    "new_person_square_min": 112,
-    "new_person_angle_max": 60,
-    "person_list_add": [],
-    "feature_check": [],
-}
+SOURCE_KEYS = ("name", "group", *SOURCE_DEFAULTS)  # omitted settings take the seed's /source/create defaults
 SETTINGS = tuple(SOURCE_DEFAULTS)
 _VAR = re.compile(r"\$\{([^}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..analyze import Face
-from ..evaluation import age_bin
 from ..imaging import thumb_b64
+from ..models.attributes import age_bin
 
 
 def face_json(

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation import AGE_BINS, fairface_rows
+from ..evaluation import fairface_rows
+from ..models.attributes import AGE_BINS, RACES
 from ..models.fetch import ensure_files
-from ..models.heads import HEADS_FILE, RACES, FaceFeatures, Heads
+from ..models.heads import HEADS_FILE, FaceFeatures, Heads
 from ..settings import get_settings
 from .softmax import fit_softmax, predict_proba
 
@@ -169,7 +170,7 @@ def train(feats: dict[str, np.ndarray], log=print) -> tuple[dict[str, np.ndarray
         arrays[f"{task}_w"], arrays[f"{task}_b"] = _fold(final)
     meta = {
         "blocks": BLOCKS,
-        "classes": {"race": list(RACES), "gender": ["female", "male"], "age": AGE_BINS},
+        "classes": {"race": list(RACES), "gender": ["female", "male"], "age": list(AGE_BINS)},
         "race_min_score": race_min_score,
         "trained_on": "FairFace train (10,000 images of ../shared/data/fairface; CC BY 4.0, Karkkainen & Joo 2021)",
         "command": "python -m enface_batch.train.attributes",

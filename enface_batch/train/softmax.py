@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+from ..models.attributes import softmax
 
 
 def fit_softmax(
