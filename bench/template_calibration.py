@@ -15,8 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-
 from lfw_embed import lfw_embeddings
+
 from enface_batch.scoring import DEFAULT_EMBEDDER, calibration_for
 
 
