@@ -96,9 +96,9 @@ def test_rows_are_staged_then_committed_with_the_images_rows_last(lake, analyzer
     assert calls == [] and _count(lake, "images") == 0 and _count(lake, "faces") == 0  # staged only
 
     writer.write(analyze_chunk(analyzer, uris[2:], writer.features))  # 4 >= 3: commit
-    assert calls == ["persons", "faces", "actions", "images", "files"]
+    assert calls == ["persons", "person_faces", "faces", "actions", "images", "files"]
     s = writer.finish()
-    assert calls[5:] == []  # all was committed, the copy's files row with its content's
+    assert calls[6:] == []  # all was committed, the copy's files row with its content's
     assert (_count(lake, "images"), _count(lake, "faces"), _count(lake, "actions"), _count(lake, "persons")) == (
         4,
         3,
@@ -142,7 +142,7 @@ def test_recover_deletes_what_a_killed_run_left_and_the_rerun_completes_it(lake,
     p2 = plan(lake, lake.sid)
     assert [u for u, _ in p2.analyse] == uris[2:]  # what has a marker is done
     removed = ScanWriter(lake, analyzer, p2).recover()
-    assert removed == {"persons": 1, "faces": 1, "actions": 1}  # Bob's photo, in each table; nothing of Ann's
+    assert removed == {"persons": 1, "person_faces": 1, "faces": 1, "actions": 1}  # Bob only
     assert (_count(lake, "images"), _count(lake, "faces"), _count(lake, "persons")) == (2, 2, 1)
 
     s = scan_source(lake, analyzer, lake.sid)

@@ -201,7 +201,7 @@ class ActionEngine:
             q = face.embedding[None, :]
             matches = self._matches(self.searcher.search(rules.person_list_search, q, results, exclude=created_here)[0])
             created: list[dict] = []
-            decision = self._decision(face, rules, res)
+            decision = self._decision(face, rules, res, self.quality)
             for list_id in lists if (self.assign or decision == "create") else []:
                 if self.assign and face_id(list_id, res.sha256, face.index) in self._known_faces():
                     continue  # this face already has its person in the list
@@ -286,7 +286,8 @@ class ActionEngine:
         self._stage(row | {"run_id": run_id, "action_id": action_id})
         self.searcher.assigned(list_id, person_id, face.embedding)
 
-    def _decision(self, face: Face, rules: Rules, res: ImageResult | None = None) -> str:
+    @staticmethod
+    def _decision(face: Face, rules: Rules, res: ImageResult | None = None, quality: FaceQuality | None = None) -> str:
         if rules.threshold_score is None:
             return "never"  # and the square, yaw and list rules are ignored, as the seed says
         if not rules.person_list_add:
@@ -295,7 +296,7 @@ class ActionEngine:
             return "below_square"
         if abs(face.yaw) > rules.new_person_yaw_max:
             return "above_yaw"
-        if res is not None and not self.quality.usable(face, res.width, res.height):
+        if res is not None and quality is not None and not quality.usable(face, res.width, res.height):
             return "low_quality"
         return "create"
 
