@@ -10,6 +10,7 @@ import base64
 import json
 import re
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..lake.schemas import DEFAULT_LIST_ID
@@ -135,14 +136,34 @@ def list_persons(lake, list_id: str, *, offset: object = 0, limit: object = 50, 
     }
 
 
-def _images_by_sha(lake, shas: list[str]) -> dict[str, dict]:
+def source_roots(lake) -> dict[str, str | None]:
+    """Each source's folder or URI, by source id."""
+    rows = lake.read("sources", columns=["source_id", "uri"]).to_pylist()
+    return {r["source_id"]: r["uri"] for r in rows}
+
+
+def display_path(uri: str | None, root: str | None) -> str | None:
+    """A recorded location as clients see it: relative to its source's uri (clients get the source id
+    beside it), or only the file name when it lies under no source (files enrolled by name). Absolute server
+    paths and bucket names are not shown: they tell a reader of the API how the server is laid out."""
+    if not uri or uri.startswith("<"):
+        return uri
+    if root:
+        base = root.rstrip("/")
+        if uri.startswith(base + "/"):
+            return uri[len(base) + 1 :]
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _images_by_sha(lake, shas: list[str], roots: dict[str, str | None]) -> dict[str, dict]:
     shas = sorted({s for s in shas if s})
     if not shas:
         return {}
     cols = ["image_sha256", "uri", "source_id", "width", "height", "format", "status", "faces", "scanned"]
     out: dict[str, dict] = {}
     for r in lake.read("images", where={"image_sha256": shas}, columns=cols).to_pylist():
-        out.setdefault(r["image_sha256"], {**r, "scanned": _iso(r["scanned"])})
+        uri = display_path(r["uri"], roots.get(r["source_id"]))
+        out.setdefault(r["image_sha256"], {**r, "uri": uri, "scanned": _iso(r["scanned"])})
     return out
 
 
@@ -178,11 +199,13 @@ def person_detail(
     r = _one_person(lake, person_id, list_id)
     pid, lid = r["person_id"], r["list_id"]
     n_appear = 0 if str(appearances) == "0" else page(0, appearances)[1]
+    roots = source_roots(lake)
     faces = [
         {
             "face_id": pid,
             "kind": "created",
-            "image_uri": r["image_uri"],
+            "image_uri": display_path(r["image_uri"], roots.get(r["source_id"])),
+            "source_id": r["source_id"] if r["image_uri"] else None,
             "image_sha256": r["image_sha256"],
             "face_index": r["face_index"],
             "bbox": r["bbox"],
@@ -193,7 +216,11 @@ def person_detail(
     face_cols = ["face_id", "image_uri", "image_sha256", "face_index", "from_person_id", "added"]
     extra = lake.read("person_faces", where={"person_id": pid, "list_id": lid}, columns=face_cols).to_pylist()
     for f in sorted(extra, key=lambda f: (f["added"], f["face_id"])):
-        faces.append({**f, "kind": "added", "bbox": None, "added": _iso(f["added"])})
+        # person_faces keep no source id: the path shown is the file name only.
+        uri = display_path(f["image_uri"], None)
+        faces.append(
+            {**f, "image_uri": uri, "source_id": None, "kind": "added", "bbox": None, "added": _iso(f["added"])}
+        )
     if thumbs:
         main = lake.read("persons", where={"person_id": pid, "list_id": lid}, columns=["thumb", "image"]).to_pylist()
         faces[0]["thumb"] = _b64(main[0]["thumb"]) if main else None
@@ -201,7 +228,7 @@ def person_detail(
         more = _thumbs(lake, "person_faces", {"person_id": pid, "list_id": lid}, "face_id") if extra else {}
         for f in faces[1:]:
             f["thumb"] = more.get(f["face_id"])
-    images = _images_by_sha(lake, [f["image_sha256"] for f in faces])
+    images = _images_by_sha(lake, [f["image_sha256"] for f in faces], roots)
     for f in faces:
         f["image"] = images.get(f["image_sha256"])
     out = {"status": "ok", **_public(r), "faces": faces}
@@ -232,9 +259,16 @@ def appearances_of(lake, person_id: str, list_id: str, *, limit: int, min_score:
     hits = acts.filter(pc.fill_null(keep, False))
     hits = hits.append_column("score", pc.struct_field(pc.list_element(hits["matches"], 0), "score"))
     rows = sorted(hits.drop_columns(["matches"]).to_pylist(), key=lambda a: a["created"], reverse=True)[:limit]
-    images = _images_by_sha(lake, [a["image_sha256"] for a in rows])
+    roots = source_roots(lake)
+    images = _images_by_sha(lake, [a["image_sha256"] for a in rows], roots)
     return [
-        {**a, "created": _iso(a["created"]), "score": round(a["score"], 2), "image": images.get(a["image_sha256"])}
+        {
+            **a,
+            "image_uri": display_path(a["image_uri"], roots.get(a["source_id"])),
+            "created": _iso(a["created"]),
+            "score": round(a["score"], 2),
+            "image": images.get(a["image_sha256"]),
+        }
         for a in rows
     ]
 
@@ -267,24 +301,58 @@ def source_images(lake, source_id: str, *, offset: object = 0, limit: object = 5
         "status": "ok",
         "source_id": src["source_id"],
         "name": src["name"],
-        "uri": src["uri"],
         "total": len(rows),
         "offset": o,
         "limit": n,
-        "images": [{**r, "scanned": _iso(r["scanned"]), "face_list": faces.get(r["image_sha256"], [])} for r in chosen],
+        "images": [
+            {
+                **r,
+                "uri": display_path(r["uri"], src["uri"]),
+                "message": r["message"] and r["message"].replace(r["uri"] or "\0", display_path(r["uri"], src["uri"])),
+                "scanned": _iso(r["scanned"]),
+                "face_list": faces.get(r["image_sha256"], []),
+            }
+            for r in chosen
+        ],
     }
 
 
-def image_uri(lake, sha256: str) -> str:
-    """Where the photo with this content hash was read from (images, then persons and person_faces)."""
+def _read_filtered(lake, table: str, where: dict, columns: list[str]) -> list[dict]:
+    """Rows of a table; a reader Snapshot cannot filter data files that merges wrote with string_view columns
+    (the files table), so those are read through the Lake at the snapshot's version."""
+    try:
+        return lake.read(table, where=where, columns=columns).to_pylist()
+    except pa.ArrowNotImplementedError:
+        if not _has_light(lake):
+            raise
+        return lake.lake.read(table, where=where, columns=columns, version=lake.version(table)).to_pylist()
+
+
+def image_locations(lake, sha256: str) -> list[dict]:
+    """Every recorded location of the image with this content hash, each with the folder of the source it
+    was scanned under (None for files enrolled by name): images, files (copies, renames), then the faces of
+    persons. Served only after checks (api/images.py): the file there may have changed or be something else."""
     if not re.fullmatch(r"[0-9a-f]{64}", sha256 or ""):
         raise BadRequest(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
-    for table, col in (("images", "uri"), ("persons", "image_uri"), ("person_faces", "image_uri")):
-        rows = lake.read(table, where={"image_sha256": sha256}, columns=[col])[col].to_pylist()
-        found = [u for u in rows if u and not u.startswith("<")]
-        if found:
-            return found[0]
-    raise NotFound(f"no image with sha256 {sha256} in the lake")
+    roots = source_roots(lake)
+    out: list[dict] = []
+    seen: set[tuple[str, str | None]] = set()
+    for table, col, has_source in (
+        ("images", "uri", True),
+        ("files", "uri", True),
+        ("persons", "image_uri", True),
+        ("person_faces", "image_uri", False),
+    ):
+        key = "image_sha256" if table != "files" else "sha256"
+        cols = [col, "source_id"] if has_source else [col]
+        for r in _read_filtered(lake, table, {key: sha256}, cols):
+            uri, sid = r[col], r.get("source_id")
+            if not uri or uri.startswith("<") or (uri, sid) in seen:
+                continue
+            seen.add((uri, sid))
+            root = roots.get(sid) if sid else None
+            out.append({"uri": uri, "root": root, "source_id": sid})
+    return out
 
 
 def get_person(lake, person_id: str, list_id: str | None = None) -> dict:
