@@ -8,6 +8,12 @@
   plain hash cannot be brute-forced and lookups stay a single equality match); the token is shown once.
 - A request carries a temporary token in the ``token`` header, or a permanent token as the ``token``
   parameter; anything else is 401.
+- Revocation: a JWT names its user and a fingerprint of the user's password hash, both checked on every
+  request, so removing the user (``remove_user``) or setting a new password (``set_password``) ends every JWT
+  issued before; permanent tokens are rows, deleted by ``revoke_token``/``revoke_tokens``/``remove_user``.
+  This needs no column beyond the existing ``users`` and ``tokens`` tables.
+- A permanent token made with another credential (the endpoint's /token/create) never outlives it:
+  ``create_token(..., not_after=...)`` caps its expiry. Tokens made by the operator (the CLI) are not capped.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from .lake.store import Lake, now
-from .ops.errors import BadRequest, Forbidden, Unauthorized
+from .ops.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from .settings import get_settings
 
 JWT_ALGORITHM = "HS256"
@@ -83,6 +89,59 @@ def get_user(lake, user_id: str) -> dict | None:
     return rows[0] if rows else None
 
 
+def password_stamp(password_hash: str) -> str:
+    """A short fingerprint of a password hash, carried in JWTs: a new password (a new salted hash) ends them."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+def _require_user(lake, email: str) -> dict:
+    user = find_user(lake, email)
+    if user is None:
+        raise NotFound(f"no user {normalise_email(email)}")
+    return user
+
+
+def set_password(lake: Lake, email: str, password: str) -> dict:
+    """A new password for a user; every temporary token (JWT) issued before stops working."""
+    user = _require_user(lake, email)
+    row = {**user, "password_hash": _hasher.hash(check_password(password))}
+    lake.upsert("users", [row], keys=["user_id"])
+    return {
+        "status": "ok",
+        "message": "password changed; earlier temporary tokens no longer work",
+        "email": user["email"],
+    }
+
+
+def remove_user(lake: Lake, email: str) -> dict:
+    """Delete a user and their permanent tokens; their temporary tokens stop working at once."""
+    user = _require_user(lake, email)
+    # Tokens first: a crash in between leaves a user without tokens, never tokens of a missing user.
+    revoked = revoke_tokens(lake, user["user_id"])["revoked"]
+    lake.delete("users", {"user_id": user["user_id"]})
+    return {"status": "ok", "message": "user removed", "email": user["email"], "tokens_revoked": revoked}
+
+
+def revoke_token(lake: Lake, token_id: str) -> dict:
+    """Delete one permanent token by its id (as `enface token ls` and GET /tokens show it)."""
+    try:
+        tid = str(uuid.UUID(str(token_id)))
+    except ValueError:
+        raise BadRequest(f"token_id must be a uuid, got {token_id!r}") from None
+    if not lake.read("tokens", where={"token_id": tid}, columns=["token_id"]).num_rows:
+        raise NotFound(f"no token {tid}")
+    lake.delete("tokens", {"token_id": tid})
+    return {"status": "ok", "message": "token revoked", "token_id": tid}
+
+
+def revoke_tokens(lake: Lake, user_id: str) -> dict:
+    """Delete every permanent token of a user."""
+    n = lake.read("tokens", where={"user_id": user_id}, columns=["token_id"]).num_rows
+    if n:
+        lake.delete("tokens", {"user_id": user_id})
+    return {"status": "ok", "message": f"{n} token(s) revoked", "revoked": n}
+
+
 def add_user(lake: Lake, email: str, password: str) -> dict:
     """Create a user; the email is the login name (case-insensitive) and must be new."""
     addr = normalise_email(email)
@@ -129,6 +188,7 @@ def login(lake, email: str, password: str, valid_days: object = 1, *, secret: st
         "exp": t + timedelta(days=days),
         "iss": JWT_ISSUER,
         "typ": "temporary",
+        "pwd": password_stamp(user["password_hash"]),
     }
     return {"status": "ok", "token": jwt.encode(claims, secret or jwt_secret(), algorithm=JWT_ALGORITHM)}
 
@@ -157,10 +217,23 @@ def expiry(valid_days: object = None, expires: object = None, *, at: datetime | 
     return when
 
 
-def create_token(lake: Lake, user_id: str, *, valid_days: object = None, expires: object = None) -> dict:
-    """The seed's /token/create: a new permanent token (shown only here; the lake keeps its hash)."""
+def create_token(
+    lake: Lake,
+    user_id: str,
+    *,
+    valid_days: object = None,
+    expires: object = None,
+    not_after: datetime | None = None,
+) -> dict:
+    """The seed's /token/create: a new permanent token (shown only here; the lake keeps its hash).
+
+    not_after: the expiry of the credential that asks for it; the token expires then at the latest (its
+    `capped` says so), so a short-lived credential cannot mint a longer-lived one."""
     t = now()
     until = expiry(valid_days, expires, at=t)
+    capped = not_after is not None and (until is None or until > not_after)
+    if capped:
+        until = not_after
     token, token_id = str(uuid.uuid4()), str(uuid.uuid4())
     lake.append(
         "tokens",
@@ -169,7 +242,13 @@ def create_token(lake: Lake, user_id: str, *, valid_days: object = None, expires
     return {
         "status": "ok",
         "message": "new token created",
-        "token": {"token": token, "token_id": token_id, "created": _iso(t), "expires": _iso(until) or "never"},
+        "token": {
+            "token": token,
+            "token_id": token_id,
+            "created": _iso(t),
+            "expires": _iso(until) or "never",
+            "capped": capped,
+        },
     }
 
 
@@ -195,7 +274,9 @@ MISSING = (
 
 
 def authenticate(lake, *, header: str | None, param: str | None, secret: str) -> dict:
-    """The user a request acts for: a JWT in the `token` header, or a permanent token as the `token` parameter."""
+    """The user a request acts for: a JWT in the `token` header, or a permanent token as the `token` parameter.
+
+    The result has the user's id and email, `via` and `expires` (when the credential ends; None = never)."""
     if header:
         try:
             claims = jwt.decode(
@@ -209,10 +290,13 @@ def authenticate(lake, *, header: str | None, param: str | None, secret: str) ->
             raise Unauthorized("temporary token expired: log in again (POST /user/login)") from None
         except jwt.PyJWTError:
             raise Unauthorized("the 'token' header does not hold a valid temporary token") from None
-        user = get_user(lake, str(claims["sub"]))
-        if user is None:
+        rows = lake.read("users", where={"user_id": str(claims["sub"])}).to_pylist()
+        if not rows:
             raise Unauthorized("the temporary token's user no longer exists")
-        return {**user, "via": "temporary"}
+        if claims.get("pwd") != password_stamp(rows[0]["password_hash"]):
+            raise Unauthorized("the temporary token was revoked (the password changed since): log in again")
+        expires = datetime.fromtimestamp(claims["exp"], UTC)
+        return {"user_id": rows[0]["user_id"], "email": rows[0]["email"], "via": "temporary", "expires": expires}
     if param:
         try:
             token = str(uuid.UUID(param))
@@ -227,5 +311,5 @@ def authenticate(lake, *, header: str | None, param: str | None, secret: str) ->
         user = get_user(lake, row["user_id"])
         if user is None:
             raise Unauthorized("the permanent token's user no longer exists")
-        return {**user, "via": "permanent"}
+        return {**user, "via": "permanent", "expires": row["expires"]}
     raise Unauthorized(MISSING)

@@ -633,6 +633,45 @@ def token_ls(email: Annotated[str, typer.Option("--email")], lake: LakeOpt = Non
     _run(list_tokens, lk, _user_id(lk, email))
 
 
+@user_app.command("remove")
+def user_remove(email: Annotated[str, typer.Argument(help="The user to remove")], lake: LakeOpt = None) -> None:
+    """Remove a user and their permanent tokens; their temporary tokens (JWTs) stop working at once."""
+    from .auth import remove_user
+
+    _run(remove_user, _lake(lake), email)
+
+
+@user_app.command("passwd")
+def user_passwd(email: Annotated[str, typer.Argument(help="The user")], lake: LakeOpt = None) -> None:
+    """Set a new password (ENFACE_PASSWORD or a prompt); the user's earlier temporary tokens stop working."""
+    from .auth import set_password
+
+    password = os.environ.get("ENFACE_PASSWORD") or typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    _run(set_password, _lake(lake), email, password)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str | None, typer.Argument(help="The token's id (enface token ls)")] = None,
+    email: Annotated[str | None, typer.Option("--email", help="With --all: the user whose tokens to revoke")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every permanent token of --email")] = False,
+    lake: LakeOpt = None,
+) -> None:
+    """Revoke a permanent token by id, or every token of a user (--email E --all). To end a user's temporary
+    tokens (JWTs) too, set a new password (enface user passwd) or remove the user."""
+    from .auth import revoke_token, revoke_tokens
+
+    if (token_id is None) == (not all_):
+        _fail("give a TOKEN_ID, or --email EMAIL --all")
+    lk = _lake(lake)
+    if all_:
+        if not email:
+            _fail("--all needs --email")
+        _run(revoke_tokens, lk, _user_id(lk, email))
+    else:
+        _run(revoke_token, lk, token_id)
+
+
 @app.command("serve")
 def serve_cmd(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on")] = "127.0.0.1",

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         description="Largest upload the endpoint accepts in one request, images together (ENFACE_API_MAX_REQUEST_BYTES;"
         " the seed's 10 MB).",
     )
+    api_max_request_pixel_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Decoded pixels (width x height x bytes per pixel, read from the image headers) the images of "
+        "one endpoint request may add up to; more is a 400 before any is decoded (ENFACE_API_MAX_REQUEST_PIXEL_BYTES).",
+    )
     api_model_slots: int = Field(
         default=2,
         ge=1,

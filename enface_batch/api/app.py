@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import mimetypes
 import threading
 from importlib import resources
 from typing import Annotated, Literal
@@ -26,15 +25,18 @@ from fastapi.security import APIKeyHeader, APIKeyQuery
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import auth, imaging
+from .. import auth
 from ..analyze import Analyzer, FeatureUnavailable
 from ..lake.reader import LakeReader, Snapshot
 from ..lake.schemas import TABLES
 from ..lake.store import Lake
 from ..ops import browse, catalog, uploads, validate
-from ..ops.errors import BadRequest, EnfaceError, NotFound
+from ..ops.errors import BadRequest, EnfaceError, Forbidden
 from ..settings import get_settings
+from .images import image_response
+from .limits import BodyGate, check_pixel_budget
 from .searcher import LiveIndexes
+from .security import LoginThrottle, SecurityHeaders, Throttled
 
 MAX_DETECT_IMAGES = 100
 FORM_SLACK = 256 * 1024  # multipart headers and text fields on top of the images
@@ -71,6 +73,7 @@ class AppState:
         # Few analyses at once: onnxruntime already spreads one over every core; queueing the rest here keeps
         # latency predictable instead of thrashing the cores (ENFACE_API_MODEL_SLOTS, see bench/api_load.py).
         self.model_slots = threading.BoundedSemaphore(get_settings().api_model_slots)
+        self.throttle = LoginThrottle()
 
     def analyzer(self) -> Analyzer:
         if self._analyzer is None:
@@ -139,62 +142,6 @@ class EnfaceJSON(JSONResponse):
 
 def error(status: int, message: str, headers: dict | None = None) -> EnfaceJSON:
     return EnfaceJSON({"status": "error", "message": message}, status_code=status, headers=headers)
-
-
-# -- request size --------------------------------------------------------------------------------------------
-class BodyLimit:
-    """Refuses request bodies over the limit (400, the seed's code for every bad request) before the app
-    parses them; a body under the limit is buffered and replayed to the app."""
-
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    def _message(self, size: int | None) -> str:
-        what = f"{size:,} bytes" if size is not None else f"over {self.limit:,} bytes"
-        return (
-            f"request body is {what}; images up to {get_settings().api_max_request_bytes:,} bytes "
-            "(ENFACE_API_MAX_REQUEST_BYTES) are accepted in one request"
-        )
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length")
-        try:
-            declared = int(length) if length is not None else None
-        except ValueError:
-            declared = None
-        if declared is not None and declared > self.limit:
-            if declared <= 8 * self.limit:  # read it, so the client gets the answer instead of a reset
-                await _drain(receive)
-            await error(400, self._message(declared), {"Connection": "close"})(scope, receive, send)
-            return
-        buffered, total = [], 0
-        while True:
-            msg = await receive()
-            buffered.append(msg)
-            if msg["type"] != "http.request":
-                break
-            total += len(msg.get("body", b""))
-            if total > self.limit:
-                await _drain(receive)
-                await error(400, self._message(None), {"Connection": "close"})(scope, receive, send)
-                return
-            if not msg.get("more_body"):
-                break
-
-        async def replay():
-            return buffered.pop(0) if buffered else await receive()
-
-        await self.app(scope, replay, send)
-
-
-async def _drain(receive) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] != "http.request" or not msg.get("more_body"):
-            return
 
 
 # -- auth and per-request snapshot ---------------------------------------------------------------------------
@@ -295,6 +242,7 @@ def _strings(values: list[str] | None) -> list[str] | None:
 
 
 def _read(files: list[UploadFile]) -> list[tuple[str, bytes]]:
+    """The uploads' bytes, within the request byte limit and the request's decoded-pixel budget."""
     limit = get_settings().api_max_request_bytes
     out, total = [], 0
     for i, f in enumerate(files):
@@ -303,6 +251,7 @@ def _read(files: list[UploadFile]) -> list[tuple[str, bytes]]:
         if total > limit:
             raise BadRequest(f"images are over {limit:,} bytes in one request (ENFACE_API_MAX_REQUEST_BYTES)")
         out.append((f.filename or f"image{i + 1}", data))
+    check_pixel_budget(out)
     return out
 
 
@@ -323,8 +272,22 @@ ERRORS = {400: {"description": "Bad Request"}, 401: {"description": "Unauthorize
 
 @router.post("/user/login", tags=["users"], responses={400: ERRORS[400], 403: {"description": "Invalid credentials"}})
 def user_login(body: LoginBody, snap: Annotated[Snapshot, Depends(snapshot)], request: Request):
-    """User login: a JWT temporary token valid `valid_days` days, to send in the `token` header."""
-    return auth.login(snap, body.email, body.password, body.valid_days, secret=state_of(request).secret)
+    """User login: a JWT temporary token valid `valid_days` days, to send in the `token` header. Failed logins
+    are throttled per account and per client address: 429 with Retry-After while locked."""
+    state = state_of(request)
+    account = auth.normalise_email(body.email)
+    address = request.client.host if request.client else "unknown"
+    try:
+        state.throttle.check(account, address)
+    except Throttled as exc:
+        return error(429, str(exc), {"Retry-After": str(exc.retry_after)})
+    try:
+        out = auth.login(snap, account, body.password, body.valid_days, secret=state.secret)
+    except Forbidden:
+        state.throttle.failed(account, address)
+        raise
+    state.throttle.succeeded(account)
+    return out
 
 
 @router.get("/tokens", tags=["tokens"], responses={401: ERRORS[401]})
@@ -336,10 +299,18 @@ def tokens(caller: CallerDep):
 
 @router.post("/token/create", tags=["tokens"], status_code=201, responses=ERRORS)
 def token_create(body: TokenCreateBody, caller: CallerDep):
-    """Create a permanent token valid `valid_days` days (default 1) or until `expires` (a time or "never")."""
+    """Create a permanent token valid `valid_days` days (default 1) or until `expires` (a time or "never"), but
+    never past the expiry of the token that asks for it (then `capped` is true): only the operator's CLI
+    (`enface token create`) makes tokens that outlive every other credential."""
     user = caller.user(body.token)
     with caller.state.write_lock:
-        return auth.create_token(caller.state.lake, user["user_id"], valid_days=body.valid_days, expires=body.expires)
+        return auth.create_token(
+            caller.state.lake,
+            user["user_id"],
+            valid_days=body.valid_days,
+            expires=body.expires,
+            not_after=user["expires"],
+        )
 
 
 @router.get("/source/groups", tags=["data source groups"], responses={401: ERRORS[401]})
@@ -544,18 +515,20 @@ def browse_images(
     "/browse/images/{sha256}",
     tags=["browse"],
     response_class=Response,
-    responses={**NOT_FOUND, 200: {"content": {"image/*": {}}, "description": "The photo's bytes"}},
+    responses={
+        **NOT_FOUND,
+        410: {"description": "The file changed since it was scanned"},
+        200: {
+            "content": {"image/jpeg": {}, "image/png": {}, "image/gif": {}, "image/webp": {}},
+            "description": "The photo",
+        },
+    },
 )
 def browse_image(caller: CallerDep, sha256: str):
-    """The photo with this content hash, read from where it was scanned or enrolled from."""
+    """The photo with this content hash, read from where it was scanned or enrolled from, only if its bytes
+    still hash to it and it is an image (see enface_batch/api/images.py)."""
     caller.user()
-    uri = browse.image_uri(caller.snap, sha256)
-    try:
-        data = imaging.read_bytes(uri)
-    except imaging.ImageError as exc:
-        raise NotFound(f"image {sha256} is no longer readable at its location: {exc}") from exc
-    kind = mimetypes.guess_type(uri)[0] or "application/octet-stream"
-    return Response(data, media_type=kind, headers={"Cache-Control": "private, max-age=3600"})
+    return image_response(caller.snap, sha256)
 
 
 # -- the app ---------------------------------------------------------------------------------------------------
@@ -575,6 +548,10 @@ def create_app(lake: str | None = None, *, secret: str | None = None, analyzer: 
         version="1.0",
         description=__doc__,
         default_response_class=EnfaceJSON,
+        # Swagger/ReDoc pages load script from a CDN into the origin that holds the users' tokens; the schema
+        # stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.enface = state
     app.include_router(router)
@@ -603,7 +580,24 @@ def create_app(lake: str | None = None, *, secret: str | None = None, analyzer: 
 
     @app.get("/ui", include_in_schema=False, response_class=HTMLResponse)
     def page():
-        return HTMLResponse(resources.files("enface_batch.api").joinpath("static/index.html").read_text())
+        return HTMLResponse(_static("index.html"))
 
-    app.add_middleware(BodyLimit, limit=get_settings().api_max_request_bytes + FORM_SLACK)
+    # The page's script and style are files, not inline, so its Content-Security-Policy can forbid inline code.
+    @app.get("/ui/app.js", include_in_schema=False)
+    def page_script():
+        return Response(_static("app.js"), media_type="text/javascript")
+
+    @app.get("/ui/app.css", include_in_schema=False)
+    def page_style():
+        return Response(_static("app.css"), media_type="text/css")
+
+    def authenticate(scope, header: str | None, param: str | None) -> None:
+        auth.authenticate(state.reader.snapshot(), header=header, param=param, secret=state.secret)
+
+    app.add_middleware(BodyGate, limit=get_settings().api_max_request_bytes + FORM_SLACK, authenticate=authenticate)
+    app.add_middleware(SecurityHeaders)  # outermost: also on the gate's refusals
     return app
+
+
+def _static(name: str) -> str:
+    return resources.files("enface_batch.api").joinpath("static", name).read_text()

@@ -10,6 +10,8 @@ import base64
 import json
 import re
 
+import pyarrow as pa
+
 from ..lake.schemas import DEFAULT_LIST_ID
 from ..scoring import DEFAULT_EMBEDDER, calibration_for
 from . import validate
@@ -140,6 +142,25 @@ def list_persons(lake, list_id: str, *, offset: object = 0, limit: object = 50, 
     }
 
 
+def source_roots(lake) -> dict[str, str | None]:
+    """Each source's folder or URI, by source id."""
+    rows = lake.read("sources", columns=["source_id", "uri"]).to_pylist()
+    return {r["source_id"]: r["uri"] for r in rows}
+
+
+def display_path(uri: str | None, root: str | None) -> str | None:
+    """A recorded location as clients see it: relative to its source's uri (clients get the source id
+    beside it), or only the file name when it lies under no source (files enrolled by name). Absolute server
+    paths and bucket names are not shown: they tell a reader of the API how the server is laid out."""
+    if not uri or uri.startswith("<"):
+        return uri
+    if root:
+        base = root.rstrip("/")
+        if uri.startswith(base + "/"):
+            return uri[len(base) + 1 :]
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
 def _distinct_photos(pf) -> dict[str, int]:
     seen: dict[str, set] = {}
     for p, sha in zip(pf["person_id"].to_pylist(), pf["image_sha256"].to_pylist(), strict=True):
@@ -147,14 +168,15 @@ def _distinct_photos(pf) -> dict[str, int]:
     return {p: len(s) for p, s in seen.items()}
 
 
-def _images_by_sha(lake, shas: list[str]) -> dict[str, dict]:
+def _images_by_sha(lake, shas: list[str], roots: dict[str, str | None]) -> dict[str, dict]:
     shas = sorted({s for s in shas if s})
     if not shas:
         return {}
     cols = ["image_sha256", "uri", "source_id", "width", "height", "format", "status", "faces", "scanned"]
     out: dict[str, dict] = {}
     for r in lake.read("images", where={"image_sha256": shas}, columns=cols).to_pylist():
-        out.setdefault(r["image_sha256"], {**r, "scanned": _iso(r["scanned"])})
+        uri = display_path(r["uri"], roots.get(r["source_id"]))
+        out.setdefault(r["image_sha256"], {**r, "uri": uri, "scanned": _iso(r["scanned"])})
     return out
 
 
@@ -190,13 +212,15 @@ def person_detail(
     r = _one_person(lake, person_id, list_id)
     pid, lid = r["person_id"], r["list_id"]
     n_appear = 0 if str(appearances) == "0" else page(0, appearances)[1]
+    roots = source_roots(lake)
     cols = ["face_id", "image_uri", "image_sha256", "face_index", "from_person_id", "added", "how", "score"]
-    rows = lake.read("person_faces", where={"person_id": pid, "list_id": lid}, columns=cols).to_pylist()
-    rows.sort(key=lambda f: (f["added"], f["face_id"]))
+    rows = lake.read("person_faces", where={"person_id": pid, "list_id": lid}, columns=[*cols, "source_id"])
+    rows = sorted(rows.to_pylist(), key=lambda f: (f["added"], f["face_id"]))
     boxes = _boxes(lake, [(f["image_sha256"], f["face_index"]) for f in rows])
     faces = [
         {
             **f,
+            "image_uri": display_path(f["image_uri"], roots.get(f["source_id"])),
             "kind": f.pop("how"),
             "score": None if f["score"] is None else round(float(f["score"]), 2),
             "bbox": boxes.get((f["image_sha256"], f["face_index"])),
@@ -213,7 +237,7 @@ def person_detail(
         for f in faces:  # the person's own image is the crop of the face it was made from
             if (f["image_sha256"], f["face_index"]) == (r["image_sha256"], r["face_index"]):
                 f["crop"] = out_crop
-    images = _images_by_sha(lake, [f["image_sha256"] for f in faces])
+    images = _images_by_sha(lake, [f["image_sha256"] for f in faces], roots)
     for f in faces:
         f["image"] = images.get(f["image_sha256"])
     out = {"status": "ok", **_public(r), "faces": faces}
@@ -247,11 +271,13 @@ def appearances_of(lake, person_id: str, list_id: str, *, limit: int, min_score:
     rows = lake.read("person_faces", where={"person_id": person_id, "list_id": list_id}, columns=cols).to_pylist()
     rows = [a for a in rows if a["source_id"] and a["image_sha256"] and (a["score"] is None or a["score"] >= min_score)]
     rows = sorted(rows, key=lambda a: (a["added"], a["image_sha256"]), reverse=True)[:limit]
-    images = _images_by_sha(lake, [a["image_sha256"] for a in rows])
+    roots = source_roots(lake)
+    images = _images_by_sha(lake, [a["image_sha256"] for a in rows], roots)
     boxes = _boxes(lake, [(a["image_sha256"], a["face_index"]) for a in rows])
     return [
         {
             **a,
+            "image_uri": display_path(a["image_uri"], roots.get(a["source_id"])),
             "created": _iso(a.pop("added")),
             "score": None if a["score"] is None else round(float(a["score"]), 2),
             "bbox": boxes.get((a["image_sha256"], a["face_index"])),
@@ -289,24 +315,58 @@ def source_images(lake, source_id: str, *, offset: object = 0, limit: object = 5
         "status": "ok",
         "source_id": src["source_id"],
         "name": src["name"],
-        "uri": src["uri"],
         "total": len(rows),
         "offset": o,
         "limit": n,
-        "images": [{**r, "scanned": _iso(r["scanned"]), "face_list": faces.get(r["image_sha256"], [])} for r in chosen],
+        "images": [
+            {
+                **r,
+                "uri": display_path(r["uri"], src["uri"]),
+                "message": r["message"] and r["message"].replace(r["uri"] or "\0", display_path(r["uri"], src["uri"])),
+                "scanned": _iso(r["scanned"]),
+                "face_list": faces.get(r["image_sha256"], []),
+            }
+            for r in chosen
+        ],
     }
 
 
-def image_uri(lake, sha256: str) -> str:
-    """Where the photo with this content hash was read from (images, then persons and person_faces)."""
+def _read_filtered(lake, table: str, where: dict, columns: list[str]) -> list[dict]:
+    """Rows of a table; a reader Snapshot cannot filter data files that merges wrote with string_view columns
+    (the files table), so those are read through the Lake at the snapshot's version."""
+    try:
+        return lake.read(table, where=where, columns=columns).to_pylist()
+    except pa.ArrowNotImplementedError:
+        if not _has_light(lake):
+            raise
+        return lake.lake.read(table, where=where, columns=columns, version=lake.version(table)).to_pylist()
+
+
+def image_locations(lake, sha256: str) -> list[dict]:
+    """Every recorded location of the image with this content hash, each with the folder of the source it
+    was scanned under (None for files enrolled by name): images, files (copies, renames), then the faces of
+    persons. Served only after checks (api/images.py): the file there may have changed or be something else."""
     if not re.fullmatch(r"[0-9a-f]{64}", sha256 or ""):
         raise BadRequest(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
-    for table, col in (("images", "uri"), ("persons", "image_uri"), ("person_faces", "image_uri")):
-        rows = lake.read(table, where={"image_sha256": sha256}, columns=[col])[col].to_pylist()
-        found = [u for u in rows if u and not u.startswith("<")]
-        if found:
-            return found[0]
-    raise NotFound(f"no image with sha256 {sha256} in the lake")
+    roots = source_roots(lake)
+    out: list[dict] = []
+    seen: set[tuple[str, str | None]] = set()
+    for table, col, has_source in (
+        ("images", "uri", True),
+        ("files", "uri", True),
+        ("persons", "image_uri", True),
+        ("person_faces", "image_uri", False),
+    ):
+        key = "image_sha256" if table != "files" else "sha256"
+        cols = [col, "source_id"] if has_source else [col]
+        for r in _read_filtered(lake, table, {key: sha256}, cols):
+            uri, sid = r[col], r.get("source_id")
+            if not uri or uri.startswith("<") or (uri, sid) in seen:
+                continue
+            seen.add((uri, sid))
+            root = roots.get(sid) if sid else None
+            out.append({"uri": uri, "root": root, "source_id": sid})
+    return out
 
 
 def get_person(lake, person_id: str, list_id: str | None = None) -> dict:
