@@ -19,10 +19,9 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import fsspec
-
+from . import fsio
 from .analyze import Analyzer, ImageResult
-from .lake.store import Lake, fsspec_options, now
+from .lake.store import Lake, now
 from .ops.action import ActionEngine, Rules, resolve_rules
 from .ops.catalog import get_source
 
@@ -70,7 +69,7 @@ def _mtime(info: dict) -> str:
 
 def list_files(uri: str) -> list[FileEntry]:
     """Every non-hidden file under a source URI with its size and modification stamp, in sorted order."""
-    fs, root = fsspec.core.url_to_fs(uri, **fsspec_options(uri))
+    fs, root = fsio.url_to_fs(uri)
     if fs.isfile(root):
         infos = {root: fs.info(root)}
     else:
@@ -89,9 +88,8 @@ def list_files(uri: str) -> list[FileEntry]:
 def file_sha256(uri: str) -> str:
     """Hash in blocks: the archive may hold files far larger than memory should."""
     h = hashlib.sha256()
-    with fsspec.open(uri, "rb", **fsspec_options(uri)) as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+    for block in fsio.read_blocks(uri):
+        h.update(block)
     return h.hexdigest()
 
 

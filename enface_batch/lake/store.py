@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
+from ..fsio import fsspec_options, storage_options, url_to_fs  # noqa: F401 - both options re-exported
 from ..settings import get_settings
 from .schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID, TABLES
 
@@ -49,31 +50,6 @@ def equality_filter(schema: pa.Schema, where: dict[str, object] | None, *, cast:
     return expr
 
 
-def storage_options(uri: str) -> dict[str, str]:
-    """delta-rs options for object stores, from ENFACE_S3_ENDPOINT_URL / the standard AWS_* variables."""
-    if not uri.startswith(("s3://", "s3a://")):
-        return {}
-    opts: dict[str, str] = {}
-    endpoint = get_settings().s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        opts["AWS_ENDPOINT_URL"] = endpoint
-        if endpoint.startswith("http://"):
-            opts["AWS_ALLOW_HTTP"] = "true"
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION"):
-        if os.environ.get(key):
-            opts[key] = os.environ[key]
-    opts.setdefault("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-    return opts
-
-
-def fsspec_options(uri: str) -> dict:
-    """s3fs options matching storage_options(), for the index files and archive listings."""
-    if not uri.startswith(("s3://", "s3a://")):
-        return {}
-    endpoint = get_settings().s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-    return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
-
-
 class Lake:
     """Tables of one lake. Creating a Lake creates missing tables and the seed's default list, group, source."""
 
@@ -93,7 +69,7 @@ class Lake:
 
     @cached_property
     def fs(self) -> fsspec.AbstractFileSystem:
-        fs, _ = fsspec.core.url_to_fs(self.uri, **fsspec_options(self.uri))
+        fs, _ = url_to_fs(self.uri)
         return fs
 
     def path(self, *parts: str) -> str:
