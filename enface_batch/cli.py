@@ -56,6 +56,8 @@ def _fail(message: str, code: int = 2) -> None:
 
 # Exit codes for the seed's HTTP errors: 400 -> 2 (like a usage error), 401/403 -> 3, 404 -> 4.
 _EXIT = {400: 2, 401: 3, 403: 3, 404: 4}
+EXIT_LOCKED = 5  # another writer holds the lake
+EXIT_STORAGE = 6  # a run finished but the storage failed for some files; run it again to retry them
 
 
 def _run(fn, *args, **kwargs) -> None:
@@ -477,12 +479,17 @@ def run_cmd(
     prefect_server.start()  # before the heavy imports below, so the server's start-up overlaps them
     from flows.scan import run_scan
 
+    from .scan import StorageFailure
+
     try:
         summaries = run_scan(
             sources or None, lake=lake, runner=runner, workers=workers, dask_address=dask_address, chunk_size=chunk_size
         )
     except ValueError as exc:
         _fail(str(exc))
+    except StorageFailure as exc:
+        _print({"status": "error", "reason": "storage_error", "message": str(exc), "sources": exc.summaries})
+        _fail(str(exc), EXIT_STORAGE)
     _print({"status": "ok", "sources": summaries})
 
 

@@ -69,9 +69,7 @@ class Settings(BaseSettings):
         description="A file read (or hash) that takes longer is abandoned as a storage error and retried by the "
         "next run (ENFACE_READ_TIMEOUT_SECONDS).",
     )
-    s3_retries: int = Field(
-        default=5, ge=1, description="botocore attempts of each S3 request (ENFACE_S3_RETRIES)."
-    )
+    s3_retries: int = Field(default=5, ge=1, description="botocore attempts of each S3 request (ENFACE_S3_RETRIES).")
     lock_ttl_seconds: float = Field(
         default=120.0,
         ge=5,
