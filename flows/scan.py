@@ -123,8 +123,14 @@ def scan(
     chunk_size: at most this many images (and 16 MB) per worker task; commit_images: images per lake commit
     (also committed every 10 s).
     """
+    # One writer per lake: a second scan would analyse and commit the same new files again. Re-entrant, so
+    # `enface run`, which took the lock already, shares its hold.
+    with Lake(lake, create=False).writer_lock("enface scan flow"):
+        return _scan(sources, Lake(lake), chunk_size, workers, commit_images)
+
+
+def _scan(sources: list[str] | None, lk: Lake, chunk_size: int, workers: int | None, commit_images: int) -> list[dict]:
     log = get_run_logger()
-    lk = Lake(lake)
     workers = workers or cores()
     threads = worker_threads(workers)
     writer_analyzer = worker_analyzer(threads)

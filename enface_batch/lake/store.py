@@ -19,6 +19,8 @@ from deltalake.exceptions import TableNotFoundError
 
 from ..fsio import fsspec_options, storage_options, url_to_fs  # noqa: F401 - both options re-exported
 from ..settings import get_settings
+from .check import diagnose, verify_log
+from .lock import WriterLock, check_not_lost
 from .schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID, TABLES
 
 
@@ -58,6 +60,7 @@ class Lake:
         if "://" not in self.uri:
             self.uri = os.path.abspath(self.uri)
         self.options = storage_options(self.uri)
+        self._verified: set[str] = set()
         if create:
             self._create()
 
@@ -72,6 +75,21 @@ class Lake:
         fs, _ = url_to_fs(self.uri)
         return fs
 
+    def fs_path(self, *parts: str) -> str:
+        """A path inside the lake as self.fs names it (no protocol)."""
+        return "/".join([url_to_fs(self.uri)[1].rstrip("/"), *parts])
+
+    def _verify(self, name: str) -> None:
+        """Once per table and Lake: refuse what delta-rs would misread silently (see lake.check)."""
+        if name not in self._verified:
+            verify_log(self.fs, self.table_uri(name), self.fs_path(name), name)
+            self._verified.add(name)
+
+    def writer_lock(self, command: str | None = None) -> WriterLock:
+        """The lake's one-writer lock, to hold around every write: ``with lake.writer_lock(): ...``."""
+        fs, root = url_to_fs(self.uri)
+        return WriterLock(fs, root, self.uri, command=command)
+
     def path(self, *parts: str) -> str:
         """A non-table path inside the lake (index files), as a URI for fsspec."""
         return "/".join([self.uri, *parts])
@@ -79,7 +97,7 @@ class Lake:
     def _create(self) -> None:
         for name, schema in TABLES.items():
             try:
-                DeltaTable(self.table_uri(name), storage_options=self.options)
+                self.table(name)
             except TableNotFoundError:
                 try:
                     write_deltalake(
@@ -127,7 +145,14 @@ class Lake:
 
     # -- reading ----------------------------------------------------------------------------------------
     def table(self, name: str, version: int | None = None) -> DeltaTable:
-        return DeltaTable(self.table_uri(name), version=version, storage_options=self.options)
+        """A table's snapshot; LakeCorrupt (naming table, file and remedy) when its log is damaged."""
+        self._verify(name)
+        try:
+            return DeltaTable(self.table_uri(name), version=version, storage_options=self.options)
+        except TableNotFoundError:
+            raise
+        except Exception as exc:  # delta-rs' "Kernel error: Json error: ..." names neither table nor file
+            raise diagnose(self.fs, self.table_uri(name), self.fs_path(name), name, exc) from exc
 
     def version(self, name: str) -> int:
         return self.table(name).version()
@@ -164,6 +189,8 @@ class Lake:
         return pa.Table.from_pylist(list(rows), schema)
 
     def append(self, name: str, rows: Iterable[dict] | pa.Table) -> int:
+        check_not_lost(self.uri)
+        self._verify(name)
         data = self._arrow(name, rows)
         if data.num_rows:
             write_deltalake(self.table_uri(name), data, mode="append", storage_options=self.options)
@@ -171,6 +198,7 @@ class Lake:
 
     def upsert(self, name: str, rows: Iterable[dict] | pa.Table, *, keys: Sequence[str], insert: bool = True) -> int:
         """Replace rows whose keys match, insert the others (insert=False: only replace; unknown keys dropped)."""
+        check_not_lost(self.uri)
         data = self._arrow(name, rows)
         if not data.num_rows:
             return self.version(name)
@@ -185,6 +213,7 @@ class Lake:
     def delete(self, name: str, where: dict[str, object]) -> int:
         if not where:
             raise ValueError("refusing to delete every row of a table")
+        check_not_lost(self.uri)
         pred = " AND ".join(
             f"{c} IN ({', '.join(sql_literal(x) for x in v)})"
             if isinstance(v, list | tuple | set)
