@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import sys
@@ -35,6 +36,8 @@ user_app = typer.Typer(no_args_is_help=True, help="Users of the endpoint (enface
 token_app = typer.Typer(no_args_is_help=True, help="Permanent access tokens of the endpoint.")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
+lake_app = typer.Typer(no_args_is_help=True, help="The lake itself: integrity check, writer lock.")
+app.add_typer(lake_app, name="lake")
 
 LakeOpt = Annotated[str | None, typer.Option("--lake", help="Lake folder or URI (default: ENFACE_LAKE)")]
 ListId = Annotated[str | None, typer.Option("--list-id", help="Person list id (default: the default list)")]
@@ -51,12 +54,15 @@ err = Console(stderr=True)
 
 def _fail(message: str, code: int = 2) -> None:
     err.print("[red]error:[/red] ", end="")
-    err.print(message, markup=False, highlight=False)
+    err.print(message, markup=False, highlight=False, soft_wrap=True)  # unbroken, so paths can be copied
     raise typer.Exit(code)
 
 
 # Exit codes for the seed's HTTP errors: 400 -> 2 (like a usage error), 401/403 -> 3, 404 -> 4.
 _EXIT = {400: 2, 401: 3, 403: 3, 404: 4}
+EXIT_LOCKED = 5  # another writer holds the lake
+EXIT_STORAGE = 6  # a run finished but the storage failed for some files; run it again to retry them
+EXIT_CORRUPT = 7  # a table's Delta log is damaged (see `enface lake check`)
 
 
 def _run(fn, *args, **kwargs) -> None:
@@ -69,6 +75,28 @@ def _run(fn, *args, **kwargs) -> None:
         _print({"status": "error", "code": exc.status_code, "message": exc.message})
         _fail(f"{exc.status_code}: {exc.message}", _EXIT.get(exc.status_code, 2))
     _print(result if isinstance(result, dict) else {"status": "ok", "items": result})
+
+
+def _writes(fn):
+    """Hold the lake's writer lock while a command runs (one writer per lake); another holder: exit 5.
+
+    The lock is taken before the lake is opened, since opening a new lake creates its tables.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .lake.lock import LakeLocked
+        from .lake.store import Lake
+
+        if kwargs.get("dry_run"):  # writes nothing
+            return fn(*args, **kwargs)
+        try:
+            with Lake(kwargs.get("lake"), create=False).writer_lock(" ".join(["enface", *sys.argv[1:]])):
+                return fn(*args, **kwargs)
+        except LakeLocked as exc:
+            _fail(str(exc), EXIT_LOCKED)
+
+    return wrapper
 
 
 def _lake(uri: str | None):
@@ -228,6 +256,7 @@ def models_demo() -> None:
 
 
 @list_app.command("create")
+@_writes
 def list_create(name: str, lake: LakeOpt = None) -> None:
     """Create a person list."""
     from .ops.catalog import create_list
@@ -244,6 +273,7 @@ def list_ls(lake: LakeOpt = None) -> None:
 
 
 @group_app.command("create")
+@_writes
 def group_create(
     name: str,
     person_list_search: Annotated[
@@ -266,6 +296,7 @@ def group_ls(lake: LakeOpt = None) -> None:
 
 
 @source_app.command("create")
+@_writes
 def source_create(
     name: str,
     group_id: Annotated[str, typer.Option("--group-id", help="The source's group")],
@@ -312,6 +343,7 @@ def source_ls(
 
 
 @person_app.command("create")
+@_writes
 def person_create(
     image: str,
     list_id: ListId = None,
@@ -378,6 +410,7 @@ def person_photos(
 
 
 @person_app.command("update")
+@_writes
 def person_update(
     person_id: Annotated[str, typer.Option("--person-id")],
     list_id: ListId = None,
@@ -392,6 +425,7 @@ def person_update(
 
 
 @person_app.command("delete")
+@_writes
 def person_delete(
     person_id: Annotated[str, typer.Option("--person-id")], list_id: ListId = None, lake: LakeOpt = None
 ) -> None:
@@ -402,6 +436,7 @@ def person_delete(
 
 
 @app.command("action")
+@_writes
 def action_cmd(
     images: Annotated[list[str], typer.Argument(help="Images or folders")],
     group_id: Annotated[str | None, typer.Option("--group-id")] = None,
@@ -452,6 +487,7 @@ def action_cmd(
 
 
 @app.command("apply")
+@_writes
 def apply_cmd(
     file: Annotated[Path, typer.Argument(help="YAML file of lists, groups and sources (see configs/example.yaml)")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing")] = False,
@@ -477,6 +513,7 @@ def _offline_prefect() -> None:
 
 
 @app.command("run")
+@_writes
 def run_cmd(
     sources: Annotated[
         list[str] | None, typer.Argument(help="Source names or ids; none = every source with a uri")
@@ -497,6 +534,7 @@ def run_cmd(
 
     prefect_server.start()  # before the heavy imports below, so the server's start-up overlaps them
     from .flows.scan import run_scan
+    from .scan import StorageFailure
 
     try:
         summaries = run_scan(
@@ -504,10 +542,14 @@ def run_cmd(
         )
     except ValueError as exc:
         _fail(str(exc))
+    except StorageFailure as exc:
+        _print({"status": "error", "reason": "storage_error", "message": str(exc), "sources": exc.summaries})
+        _fail(str(exc), EXIT_STORAGE)
     _print({"status": "ok", "sources": summaries})
 
 
 @app.command("dedup")
+@_writes
 def dedup_cmd(
     list_id: Annotated[str, typer.Option("--list-id", help="The person list to deduplicate")],
     threshold: Annotated[
@@ -523,6 +565,7 @@ def dedup_cmd(
 
 
 @app.command("enrol")
+@_writes
 def enrol_cmd(
     source: Annotated[str, typer.Argument(help="Folder-per-person tree, or a CSV manifest (image,list,fields,person)")],
     list_id: ListId = None,
@@ -547,6 +590,7 @@ def enrol_cmd(
 
 
 @app.command("reindex")
+@_writes
 def reindex_cmd(
     list_id: Annotated[list[str] | None, typer.Option("--list-id", help="Only these lists; repeatable")] = None,
     lake: LakeOpt = None,
@@ -582,6 +626,7 @@ def schedule_cmd(
 
 
 @user_app.command("add")
+@_writes
 def user_add(
     email: Annotated[str, typer.Argument(help="The user's email: the login name")],
     lake: LakeOpt = None,
@@ -607,6 +652,7 @@ def _user_id(lake, email: str) -> str:
 
 
 @token_app.command("create")
+@_writes
 def token_create(
     email: Annotated[str, typer.Option("--email", help="The user the token acts for")],
     valid_days: Annotated[
@@ -672,6 +718,44 @@ def token_revoke(
         _run(revoke_token, lk, token_id)
 
 
+@lake_app.command("check")
+def lake_check(lake: LakeOpt = None) -> None:
+    """Check every table: it opens, each log file parses, referenced data files exist, the schema matches.
+
+    Prints a report per table; exits 1 when any table has a problem. Reads only: never takes the writer lock.
+    """
+    from .lake.check import check_lake
+    from .lake.store import Lake
+
+    report = check_lake(Lake(lake, create=False))
+    _print(report)
+    if not report["ok"]:
+        bad = [t["table"] for t in report["tables"] if not t["ok"]]
+        _fail(f"{len(bad)} table(s) with problems: {', '.join(bad)}", 1)
+
+
+@lake_app.command("unlock")
+def lake_unlock(
+    force: Annotated[
+        bool, typer.Option("--force", help="Remove the lock even if its holder still renews it (it may be alive)")
+    ] = False,
+    lake: LakeOpt = None,
+) -> None:
+    """Break the lake's writer lock: a stale one, or with --force any (only when its holder is surely gone)."""
+    from .lake.lock import is_stale
+    from .lake.store import Lake
+
+    lock = Lake(lake, create=False).writer_lock()
+    holder = lock.read()
+    if holder is None:
+        _print({"status": "ok", "lock": lock.uri, "removed": None})
+        return
+    if not force and not is_stale(holder):
+        _fail(f"the lock {lock.uri} is held and renewed by {holder}; add --force only if that process is gone", 5)
+    lock.fs.rm_file(lock.path)
+    _print({"status": "ok", "lock": lock.uri, "removed": holder})
+
+
 @app.command("serve")
 def serve_cmd(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on")] = "127.0.0.1",
@@ -704,11 +788,18 @@ def main() -> None:
     (Prefect's, the temporary server's, logging's) run as at a normal exit; then the process ends with the
     command's own exit code.
     """
+    from .lake.errors import LakeCorrupt
+    from .lake.lock import LakeLocked
+
     code = 0
     try:
         app()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except (LakeCorrupt, LakeLocked) as exc:  # from any command or flow: the message says what to do
+        err.print("[red]error:[/red] ", end="")
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        code = EXIT_CORRUPT if isinstance(exc, LakeCorrupt) else EXIT_LOCKED
     except BaseException:  # click re-raises what it does not handle: show it, as Python would
         import traceback
 

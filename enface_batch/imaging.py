@@ -14,12 +14,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import numpy as np
 import pillow_heif
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 from PIL.JpegImagePlugin import JpegImageFile
 
+from enface_batch import fsio
 from enface_batch.settings import get_settings
 
 pillow_heif.register_heif_opener()
@@ -47,7 +47,21 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     }
 )
 
-REASONS = frozenset({"empty", "not_an_image", "corrupt", "truncated", "too_large", "unreadable"})
+REASONS = frozenset(
+    {
+        "empty",
+        "not_an_image",
+        "corrupt",
+        "truncated",
+        "too_large",
+        "unreadable",
+        "not_a_regular_file",  # a FIFO, device or socket: never opened for reading
+        "outside_source",  # a symlink out of the scanned source's root: never followed
+        "storage_error",  # the store failed (refused, reset, timed out, 5xx): retried, never recorded
+    }
+)
+# Reasons that describe the storage, not the file: a scan retries them on its next run.
+TRANSIENT_REASONS = frozenset({"storage_error"})
 
 # Signatures of formats Pillow reads: a file that starts like one but that Pillow cannot identify is a
 # damaged image, and telling the user "not an image" would send them looking in the wrong place.
@@ -67,6 +81,10 @@ class ImageError(Exception):
         self.reason = reason
         self.message = message
         self.sha256 = ""  # of the bytes, when they could be read
+
+    @property
+    def transient(self) -> bool:
+        return self.reason in TRANSIENT_REASONS
 
     def __str__(self) -> str:
         return self.message
@@ -92,44 +110,28 @@ def _is_local(uri: str) -> bool:
     return "://" not in uri and "::" not in uri
 
 
-def _too_many_bytes(uri: str, size: int | None, limit: int) -> ImageError:
-    what = f"is {size:,} bytes" if size is not None else f"has more than {limit:,} bytes"
-    return ImageError(
-        uri,
-        "too_large",
-        f"{uri} {what}, over the {limit:,}-byte limit; raise ENFACE_MAX_FILE_BYTES to read it",
-    )
-
-
 def read_bytes(uri: str) -> bytes:
-    """All bytes of a local file or fsspec URI, refusing files over ``max_file_bytes`` before reading them."""
-    limit = get_settings().max_file_bytes
+    """All bytes of a regular file (local path or fsspec URI), refusing files over ``max_file_bytes`` before
+    reading them, and FIFOs, devices and reads that outlast ENFACE_READ_TIMEOUT_SECONDS (see fsio)."""
     try:
-        if _is_local(uri):
-            with open(uri, "rb") as f:
-                size: int | None = os.fstat(f.fileno()).st_size
-                if size is not None and size > limit:
-                    raise _too_many_bytes(uri, size, limit)
-                # Read one byte past the limit: a file that grows, or reports size 0, is still caught.
-                data = f.read(limit + 1)
-        else:
-            fs, path = fsspec.core.url_to_fs(uri)
-            size = fs.size(path)  # None where the store cannot say (some HTTP servers)
-            if size is not None and size > limit:
-                raise _too_many_bytes(uri, size, limit)
-            with fs.open(path, "rb") as f:
-                data = f.read(limit + 1)
-    except ImageError:
-        raise
+        return fsio.read_capped(uri)
+    except fsio.FileTooLarge as exc:
+        raise ImageError(uri, "too_large", str(exc)) from exc
+    except fsio.NotRegularFile as exc:
+        raise ImageError(
+            uri, "not_a_regular_file", f"{uri} is a {exc.kind}, not a regular file; only regular files are read"
+        ) from exc
     except FileNotFoundError as exc:
         raise ImageError(uri, "unreadable", f"cannot read {uri}: no such file") from exc
     except IsADirectoryError as exc:
         raise ImageError(uri, "unreadable", f"cannot read {uri}: it is a folder, not a file") from exc
     except Exception as exc:  # fsspec back ends raise anything from OSError to botocore errors
+        if fsio.is_transient(exc):
+            # The store failed, not the file: callers must not record this as the image's state.
+            raise ImageError(
+                uri, "storage_error", f"cannot read {uri}: the storage failed ({type(exc).__name__}: {exc})"
+            ) from exc
         raise ImageError(uri, "unreadable", f"cannot read {uri} ({type(exc).__name__}: {exc})") from exc
-    if len(data) > limit:
-        raise _too_many_bytes(uri, None, limit)  # its size was unknown or wrong; we stopped reading
-    return data
 
 
 def _looks_like_image(data: bytes) -> bool:
@@ -183,7 +185,11 @@ def _failure(uri: str, data: bytes, exc: BaseException) -> ImageError:
 def _to_rgb(im: Image.Image) -> Image.Image:
     # Pillow's own I;16 -> L conversion clips at 255 (any value >= 256 becomes white), so wide modes are
     # brought down to 8 bits here, by their true range.
-    if im.mode.startswith("I;16") or im.mode == "I":
+    if im.mode.startswith("I;16"):
+        # Unsigned 16-bit by definition: shifting in uint16 gives the same bytes as the int64 path below at a
+        # quarter of its memory (a 196 Mpx 16-bit PNG took +3.4 GB that way).
+        return Image.fromarray((np.asarray(im) >> 8).astype(np.uint8)).convert("RGB")
+    if im.mode == "I":
         a = np.asarray(im).astype(np.int64)
         if a.size and (a.min() < 0 or a.max() > 0xFFFF):
             a = _stretch(a)
@@ -203,11 +209,41 @@ def _stretch(a: np.ndarray) -> np.ndarray:
     return (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a, dtype=np.float64)
 
 
-def decode(data: bytes, uri: str = "<bytes>", *, max_side: int | None = None) -> DecodedImage:
-    """Decode ``data`` (see :func:`_decode`) and stamp the result, or the error, with the bytes' sha256."""
+# Bytes per pixel of a decoded image as Pillow holds it: 1 for bilevel, grey and palette images, 2 for 16-bit
+# grey; every other mode (RGB included) is stored in 32 bits per pixel.
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def decode_bytes(width: int, height: int, mode: str) -> int:
+    """Memory, in bytes, that decoding an image of this size and Pillow mode allocates for its pixels."""
+    return width * height * _MODE_BYTES.get(mode, 4)
+
+
+def check_decode_budget(uri: str, width: int, height: int, mode: str, budget: int | None = None) -> None:
+    """Raise ImageError(too_large) when decoding would take more than ``budget`` bytes (default
+    ENFACE_MAX_DECODE_BYTES). Reads nothing: size and mode come from the header (the endpoint can call this
+    with a per-request budget of its own)."""
+    budget = get_settings().max_decode_bytes if budget is None else budget
+    need = decode_bytes(width, height, mode)
+    if need > budget:
+        raise ImageError(
+            uri,
+            "too_large",
+            f"{uri} is {width}x{height} in mode {mode}: decoding it takes {need:,} bytes, over the decode budget "
+            f"of {budget:,}; raise ENFACE_MAX_DECODE_BYTES to accept it",
+        )
+
+
+def decode(
+    data: bytes, uri: str = "<bytes>", *, max_side: int | None = None, max_decode_bytes: int | None = None
+) -> DecodedImage:
+    """Decode ``data`` (see :func:`_decode`) and stamp the result, or the error, with the bytes' sha256.
+
+    max_decode_bytes: the decode budget (see :func:`check_decode_budget`); default ENFACE_MAX_DECODE_BYTES.
+    """
     digest = hashlib.sha256(data).hexdigest() if data else ""
     try:
-        img = _decode(data, uri, max_side=max_side)
+        img = _decode(data, uri, max_side=max_side, budget=max_decode_bytes)
     except ImageError as exc:
         exc.sha256 = digest
         raise
@@ -215,7 +251,7 @@ def decode(data: bytes, uri: str = "<bytes>", *, max_side: int | None = None) ->
     return img
 
 
-def _decode(data: bytes, uri: str, *, max_side: int | None) -> DecodedImage:
+def _decode(data: bytes, uri: str, *, max_side: int | None, budget: int | None = None) -> DecodedImage:
     """Decode ``data`` to an upright RGB array, optionally reduced so its longest side is about ``max_side``.
 
     JPEGs are reduced inside libjpeg (1/2, 1/4, 1/8) and so may come back up to twice ``max_side``; other
@@ -242,6 +278,8 @@ def _decode(data: bytes, uri: str, *, max_side: int | None) -> DecodedImage:
                 # Ask for the size whose longest side is exactly max_side: draft() then picks the largest
                 # DCT scale that still covers it, so the result is never smaller than asked.
                 im.draft("RGB", (-(-width * max_side // longest), -(-height * max_side // longest)))
+            # After draft(): a JPEG is budgeted at the reduced size libjpeg will actually decode to.
+            check_decode_budget(uri, im.size[0], im.size[1], im.mode, budget)
             im.load()  # first frame only, for GIF/TIFF/HEIF sequences
             # Read orientation after load: the TIFF plugin applies it itself while loading and removes it.
             orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
@@ -303,7 +341,7 @@ def list_images(uris: Iterable[str], *, all_files: bool = False) -> Iterator[str
                     if _wanted(name, all_files):
                         yield os.path.join(root, name)
             continue
-        fs, top = fsspec.core.url_to_fs(uri)
+        fs, top = fsio.url_to_fs(uri)
         if not fs.isdir(top):
             yield uri
             continue

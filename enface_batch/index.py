@@ -353,9 +353,9 @@ class PersonIndex:
         stores).
         """
         if fs is None:
-            import fsspec
+            from .fsio import url_to_fs
 
-            fs, path = fsspec.core.url_to_fs(path)
+            fs, path = url_to_fs(path)
         parent = path.rsplit("/", 1)[0] if "/" in path else ""
         local = "file" in _protocols(fs)
         if parent and local:
@@ -383,9 +383,9 @@ class PersonIndex:
         """The index saved at ``path``, or None when it is absent or unreadable (the caller then rebuilds)."""
         try:
             if fs is None:
-                import fsspec
+                from .fsio import url_to_fs
 
-                fs, path = fsspec.core.url_to_fs(path)
+                fs, path = url_to_fs(path)
             with fs.open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
                 meta = json.loads(z["meta"].tobytes().decode())
                 keys, ids, blob = z["keys"], z["ids"], z["faiss"]

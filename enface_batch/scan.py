@@ -13,16 +13,19 @@ deletes exactly those before it starts (`recover`), then redoes their images, so
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 
-import fsspec
-
+from . import fsio
 from .analyze import Analyzer, ImageResult
-from .lake.store import Lake, fsspec_options, now
+from .imaging import TRANSIENT_REASONS
+from .lake.store import Lake, now
 from .ops.action import ActionEngine, Rules, resolve_rules
 from .ops.catalog import get_source
 
@@ -32,6 +35,26 @@ class FileEntry:
     uri: str
     size: int
     mtime: str
+    # Set when the listing already shows the file must not be read (a FIFO, a device, a link out of the
+    # source): an imaging reason code and its message. Such files are recorded, never opened.
+    refused: str | None = None
+    message: str | None = None
+
+
+class StorageFailure(RuntimeError):
+    """A scan finished, but the storage failed for some reads: those files were not recorded and the next run
+    retries them. Raised after everything else was committed, so the run (and `enface run`) reports failure."""
+
+    def __init__(self, summaries: list[dict]) -> None:
+        n = sum(s.get("storage_errors", 0) for s in summaries)
+        super().__init__(
+            f"{n} file(s) could not be read because the storage failed (connection, timeout or server error); "
+            "they were not recorded, and the next run retries them"
+        )
+        self.summaries = summaries
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.summaries,))
 
 
 @dataclass
@@ -43,6 +66,8 @@ class Summary:
     duplicates: int = 0  # files whose content was already analysed (copies, renames, touched files)
     images_new: int = 0  # contents analysed in this run
     images_failed: int = 0
+    files_refused: int = 0  # FIFOs, devices, links out of the source: recorded without being read
+    storage_errors: int = 0  # reads the storage failed (refused, reset, 5xx, timeout): not recorded, retried
     images_no_faces: int = 0
     faces: int = 0
     persons_created: int = 0
@@ -69,8 +94,14 @@ def _mtime(info: dict) -> str:
 
 
 def list_files(uri: str) -> list[FileEntry]:
-    """Every non-hidden file under a source URI with its size and modification stamp, in sorted order."""
-    fs, root = fsspec.core.url_to_fs(uri, **fsspec_options(uri))
+    """Every non-hidden file under a source URI with its size and modification stamp, in sorted order.
+
+    Local folders are walked without following links to folders; links to files are listed as what they point
+    at, unless that is outside the source or not a regular file (see _local_entry).
+    """
+    if "://" not in uri and "::" not in uri:
+        return _list_local(uri)
+    fs, root = fsio.url_to_fs(uri)
     if fs.isfile(root):
         infos = {root: fs.info(root)}
     else:
@@ -86,23 +117,88 @@ def list_files(uri: str) -> list[FileEntry]:
     return out
 
 
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _local_entry(path: str, real_root: str | None) -> FileEntry:
+    """A listed local file; refused (with a reason) when reading it could hang or leave the source."""
+    try:
+        lst = os.lstat(path)
+    except OSError as exc:  # vanished since the walk: record why
+        return FileEntry(path, 0, "", "unreadable", f"cannot read {path} ({exc.strerror})")
+    link = stat.S_ISLNK(lst.st_mode)
+    if link:
+        target = os.path.realpath(path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return FileEntry(
+                path, lst.st_size, str(lst.st_mtime), "unreadable", f"{path} is a broken symbolic link to {target}"
+            )
+    else:
+        st = lst
+    # Own size and time for refused entries: a link or FIFO left as it is stays skipped on later runs.
+    own = (path, lst.st_size, str(lst.st_mtime))
+    if not stat.S_ISREG(st.st_mode):
+        what = f"a symbolic link to {target}, a" if link else "a"
+        msg = f"{path} is {what} {fsio.file_kind(st.st_mode)}, not a regular file; only regular files are read"
+        return FileEntry(*own, "not_a_regular_file", msg)
+    if link and real_root is not None and not _inside(target, real_root):
+        msg = (
+            f"{path} is a symbolic link to {target}, outside the source folder; links out of a source are not followed"
+        )
+        return FileEntry(*own, "outside_source", msg)
+    return FileEntry(path, st.st_size, str(st.st_mtime))  # what fsspec's local listing reported
+
+
+def _list_local(uri: str) -> list[FileEntry]:
+    root = os.path.abspath(uri)
+    if not os.path.isdir(root):
+        return [] if not os.path.lexists(root) else [_local_entry(root, None)]  # a single file: as named
+    real_root = os.path.realpath(root)
+    out: list[FileEntry] = []
+    # followlinks=False: a linked folder is never walked into (no loops, no escaping the source); one that
+    # points out of the source is recorded so its missing photos have an explanation.
+    for dirpath, dirs, files in os.walk(root, followlinks=False):
+        keep = []
+        for d in dirs:
+            if d.startswith("."):
+                continue
+            p = os.path.join(dirpath, d)
+            if not os.path.islink(p):
+                keep.append(d)
+            elif not _inside(os.path.realpath(p), real_root):
+                lst = os.lstat(p)
+                msg = (
+                    f"{p} is a symbolic link to the folder {os.path.realpath(p)}, outside the source folder; "
+                    "links out of a source are not followed"
+                )
+                out.append(FileEntry(p, lst.st_size, str(lst.st_mtime), "outside_source", msg))
+        dirs[:] = sorted(keep)
+        out.extend(_local_entry(os.path.join(dirpath, n), real_root) for n in files if not n.startswith("."))
+    return sorted(out, key=lambda e: e.uri)
+
+
 def file_sha256(uri: str) -> str:
     """Hash in blocks: the archive may hold files far larger than memory should."""
     h = hashlib.sha256()
-    with fsspec.open(uri, "rb", **fsspec_options(uri)) as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+    for block in fsio.read_blocks(uri):
+        h.update(block)
     return h.hexdigest()
 
 
-def hash_files(entries: Iterable[FileEntry], threads: int = 8) -> Iterator[tuple[FileEntry, str | None]]:
-    """(entry, sha256) in input order; None when the file cannot be read (it is analysed to record why)."""
+def hash_files(
+    entries: Iterable[FileEntry], threads: int = 8
+) -> Iterator[tuple[FileEntry, str | None, Exception | None]]:
+    """(entry, sha256, error) in input order. sha256 is None when the file cannot be read: then error says why
+    (a bad file is analysed to record why; a storage failure is left for the next run)."""
 
-    def one(e: FileEntry) -> tuple[FileEntry, str | None]:
+    def one(e: FileEntry) -> tuple[FileEntry, str | None, Exception | None]:
         try:
-            return e, file_sha256(e.uri)
-        except OSError:
-            return e, None
+            return e, file_sha256(e.uri), None
+        except Exception as exc:  # fsspec back ends raise anything from OSError to botocore errors
+            return e, None, exc
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hash") as pool:
         yield from pool.map(one, entries)
@@ -117,6 +213,17 @@ class Plan:
     unchanged: list[FileEntry]
     analyse: list[tuple[str, str]]  # (uri, sha256) of contents never analysed, first path of each
     aliases: dict[str, list[FileEntry]]  # sha256 -> every changed file holding it (for the files table)
+    refused: list[FileEntry] = field(default_factory=list)  # changed files recorded without reading them
+    storage_failed: list[tuple[FileEntry, str]] = field(default_factory=list)  # (file, message): retried next run
+    stale_errors: set[str] = field(default_factory=set)  # "unreadable:<uri>" image rows of files now readable
+
+    def key(self, uri: str) -> str:
+        """The images key a file of this plan is recorded under: its content hash, or unreadable:<uri>."""
+        return self._keys.get(uri) or f"unreadable:{uri}"
+
+    @cached_property
+    def _keys(self) -> dict[str, str]:
+        return {uri: sha for uri, sha in self.analyse if sha}
 
 
 def plan(lake: Lake, source_id: str, *, hash_threads: int = 8) -> Plan:
@@ -134,12 +241,29 @@ def plan(lake: Lake, source_id: str, *, hash_threads: int = 8) -> Plan:
     changed = [f for f in files if (f.uri, f.size, f.mtime) not in known_files]
     analyse: list[tuple[str, str]] = []
     aliases: dict[str, list[FileEntry]] = {}
-    for entry, sha in hash_files(changed, threads=hash_threads):
+    refused: list[FileEntry] = []
+    storage_failed: list[tuple[FileEntry, str]] = []
+    for entry in changed:
+        if entry.refused:
+            key = f"unreadable:{entry.uri}"
+            if key not in known:
+                refused.append(entry)
+            aliases.setdefault(key, []).append(entry)
+    readable = [f for f in changed if not f.refused]
+    for entry, sha, error in hash_files(readable, threads=hash_threads):
+        if error is not None and fsio.is_transient(error):
+            # The storage failed, not the file: recording it would hide the file from every later run.
+            storage_failed.append((entry, f"cannot read {entry.uri}: {type(error).__name__}: {error}"))
+            continue
         key = sha or f"unreadable:{entry.uri}"
         if key not in known and key not in aliases:
             analyse.append((entry.uri, sha or ""))
         aliases.setdefault(key, []).append(entry)
-    return Plan(source, files, unchanged, analyse, aliases)
+    # Rows an earlier run wrote for files it could not read (storage outages before they were told apart):
+    # replaced by the row of the content once it is read.
+    stale = {f"unreadable:{e.uri}" for k, es in aliases.items() if not k.startswith("unreadable:") for e in es}
+    stale &= known
+    return Plan(source, files, unchanged, analyse, aliases, refused, storage_failed, stale)
 
 
 CHUNK_IMAGES = 64
@@ -200,8 +324,13 @@ class ScanWriter:
         self.rules: Rules = resolve_rules(lake, self.engine.calibration, source_id=plan.source["source_id"])
         self.model = analyzer.pack.version
         self.summary = Summary(
-            plan.source["source_id"], self.run_id, files_seen=len(plan.files), files_unchanged=len(plan.unchanged)
+            plan.source["source_id"],
+            self.run_id,
+            files_seen=len(plan.files),
+            files_unchanged=len(plan.unchanged),
+            storage_errors=len(plan.storage_failed),
         )
+        self.storage_messages: list[str] = [m for _, m in plan.storage_failed]
         self._t0 = time.perf_counter()
 
     @property
@@ -228,7 +357,14 @@ class ScanWriter:
         """Search and enrol one chunk of analysed images (in the order given); commit when a bound is reached."""
         sid, t = self.plan.source["source_id"], now()
         for res in results:
-            sha = res.sha256 or f"unreadable:{res.uri}"
+            if res.reason in TRANSIENT_REASONS:
+                # Not the file's state: no images or files row, so the next run reads it again.
+                self.summary.storage_errors += 1
+                self.storage_messages.append(res.error or res.uri)
+                continue
+            # The plan's key when decoding could not hash the bytes (empty, unreadable, too large): the files
+            # rows are written under it, so an unchanged bad file is skipped on the next run, not re-recorded.
+            sha = res.sha256 or self.plan.key(res.uri)
             outcomes = self.engine.process(res, self.rules, results=1, run_id=self.run_id) if res.faces else []
             for face in res.faces:
                 self._faces.append(
@@ -294,6 +430,15 @@ class ScanWriter:
         self._last_commit = time.perf_counter()
 
     def _write_files(self, shas: set[str]) -> None:
+        # An error row an earlier run left for a file that is now read: one images row per content, not both.
+        stale = self.plan.stale_errors & {
+            f"unreadable:{e.uri}"
+            for sha in shas
+            if not sha.startswith("unreadable:")
+            for e in self.plan.aliases.get(sha, [])
+        }
+        if stale:
+            self.lake.delete("images", {"source_id": self.plan.source["source_id"], "image_sha256": sorted(stale)})
         rows = [
             {
                 "uri": e.uri,
@@ -310,10 +455,33 @@ class ScanWriter:
         if rows:
             self.lake.upsert("files", rows, keys=["uri", "source_id"])
 
+    def _stage_refused(self) -> None:
+        """Files the listing refused to read (FIFOs, devices, links out of the source): one error row each."""
+        sid, t = self.plan.source["source_id"], now()
+        for e in self.plan.refused:
+            self._images.append(
+                {
+                    "image_sha256": f"unreadable:{e.uri}",
+                    "uri": e.uri,
+                    "source_id": sid,
+                    "size_bytes": e.size,
+                    "status": "error",
+                    "reason": e.refused,
+                    "message": e.message,
+                    "faces": 0,
+                    "run_id": self.run_id,
+                    "scanned": t,
+                    "model": self.model,
+                }
+            )
+        self.summary.files_refused = len(self.plan.refused)
+
     def finish(self) -> Summary:
         """Commit what is staged, then record the files whose content was known already (copies, renames)."""
+        self._stage_refused()
         self.commit()
         analysed = {sha or f"unreadable:{uri}" for uri, sha in self.plan.analyse}
+        analysed |= {f"unreadable:{e.uri}" for e in self.plan.refused}
         known = {sha for sha in self.plan.aliases if sha not in analysed}
         self.summary.duplicates = sum(len(self.plan.aliases[s]) for s in known) + sum(
             len(self.plan.aliases[s]) - 1 for s in analysed if s in self.plan.aliases

@@ -70,6 +70,25 @@ class Settings(BaseSettings):
         description="Faces whose aligned crop lies more than this share outside the photo cannot create persons "
         "(ENFACE_ENROL_MAX_OUTSIDE; 1 = off).",
     )
+    max_decode_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Decode budget: width x height x bytes per pixel of the decoded image, read from its header "
+        "before any pixels are allocated; larger images are refused as too_large (ENFACE_MAX_DECODE_BYTES).",
+    )
+    read_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="A file read (or hash) that takes longer is abandoned as a storage error and retried by the "
+        "next run (ENFACE_READ_TIMEOUT_SECONDS).",
+    )
+    s3_retries: int = Field(default=5, ge=1, description="botocore attempts of each S3 request (ENFACE_S3_RETRIES).")
+    lock_ttl_seconds: float = Field(
+        default=120.0,
+        ge=5,
+        description="The lake's writer lock is stale when its holder has not renewed it for this long; holders "
+        "renew it every third of it (ENFACE_LOCK_TTL_SECONDS).",
+    )
     lake: str = Field(
         default="enface-lake",
         description="Where the tables live: a folder or a URI such as s3://bucket/prefix (ENFACE_LAKE).",

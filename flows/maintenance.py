@@ -31,14 +31,15 @@ def enrol_flow(
     new_person_threshold: str | None = None,
 ) -> dict:
     """Persons from a folder-per-person tree or a CSV manifest."""
-    result = enrol(
-        Lake(lake),
-        worker_analyzer(),
-        source,
-        list_id=list_id,
-        drop_image=drop_image,
-        new_person_threshold=new_person_threshold,
-    )
+    with Lake(lake, create=False).writer_lock("enface enrol flow"):
+        result = enrol(
+            Lake(lake),
+            worker_analyzer(),
+            source,
+            list_id=list_id,
+            drop_image=drop_image,
+            new_person_threshold=new_person_threshold,
+        )
     return _report("enrol-summary", "Enrolment", result)
 
 
@@ -47,11 +48,17 @@ def dedup_flow(list_id: str, lake: str | None = None, threshold: str = "90", dry
     """Merge persons of a list that are the same person; every merge is recorded in the merges table."""
     from enface_batch.ops.dedup import dedup
 
-    return _report("dedup-summary", "Dedup", dedup(Lake(lake), list_id, threshold=threshold, dry_run=dry_run))
+    if dry_run:  # writes nothing
+        return _report("dedup-summary", "Dedup", dedup(Lake(lake), list_id, threshold=threshold, dry_run=True))
+    with Lake(lake, create=False).writer_lock("enface dedup flow"):
+        result = dedup(Lake(lake), list_id, threshold=threshold)
+    return _report("dedup-summary", "Dedup", result)
 
 
 @flow(name="reindex", log_prints=True)
 def reindex_flow(lake: str | None = None, list_ids: list[str] | None = None) -> dict:
     """Rebuild the FAISS indexes from the persons table."""
     dim = worker_analyzer().pack.embedder.dim
-    return _report("reindex-summary", "Reindex", reindex(Lake(lake), dim, list_ids))
+    with Lake(lake, create=False).writer_lock("enface reindex flow"):
+        result = reindex(Lake(lake), dim, list_ids)
+    return _report("reindex-summary", "Reindex", result)

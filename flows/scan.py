@@ -24,7 +24,16 @@ from enface_batch.lake.store import Lake
 from enface_batch.models import load_pack
 from enface_batch.models.session import cores
 from enface_batch.ops.catalog import list_sources
-from enface_batch.scan import CHUNK_IMAGES, COMMIT_IMAGES, ScanWriter, Summary, analyze_chunk, chunks, plan
+from enface_batch.scan import (
+    CHUNK_IMAGES,
+    COMMIT_IMAGES,
+    ScanWriter,
+    StorageFailure,
+    Summary,
+    analyze_chunk,
+    chunks,
+    plan,
+)
 
 _ANALYZERS: dict[int | None, Analyzer] = {}
 
@@ -81,12 +90,14 @@ def _source_ids(lake: Lake, sources: list[str] | None) -> list[dict]:
 
 def summary_markdown(summaries: list[Summary]) -> str:
     head = (
-        "| source | files | unchanged | duplicates | analysed | failed | no faces | faces | persons created "
-        "| faces matched | seconds | images/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| source | files | unchanged | duplicates | analysed | failed | refused | storage errors | no faces | faces "
+        "| persons created | faces matched | seconds | images/s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = "".join(
         f"| {s.source_id[:8]} | {s.files_seen} | {s.files_unchanged} | {s.duplicates} | {s.images_new} | "
-        f"{s.images_failed} | {s.images_no_faces} | {s.faces} | {s.persons_created} | {s.faces_matched} | "
+        f"{s.images_failed} | {s.files_refused} | {s.storage_errors} | {s.images_no_faces} | {s.faces} | "
+        f"{s.persons_created} | {s.faces_matched} | "
         f"{s.seconds} | {s.as_dict()['images_per_second'] or '-'} |\n"
         for s in summaries
     )
@@ -106,8 +117,14 @@ def scan(
     chunk_size: at most this many images (and 16 MB) per worker task; commit_images: images per lake commit
     (also committed every 10 s).
     """
+    # One writer per lake: a second scan would analyse and commit the same new files again. Re-entrant, so
+    # `enface run`, which took the lock already, shares its hold.
+    with Lake(lake, create=False).writer_lock("enface scan flow"):
+        return _scan(sources, Lake(lake), chunk_size, workers, commit_images)
+
+
+def _scan(sources: list[str] | None, lk: Lake, chunk_size: int, workers: int | None, commit_images: int) -> list[dict]:
     log = get_run_logger()
-    lk = Lake(lake)
     workers = workers or cores()
     threads = worker_threads(workers)
     writer_analyzer = worker_analyzer(threads)
@@ -138,7 +155,11 @@ def scan(
         summary = writer.finish()
         summaries.append(summary)
         log.info(f"source {source['name']}: {summary.as_dict()}")
+        for message in writer.storage_messages[:5]:
+            log.error(f"source {source['name']}: {message}")
     create_markdown_artifact(summary_markdown(summaries), key="scan-summary", description="enface scan summary")
+    if any(s.storage_errors for s in summaries):
+        raise StorageFailure([s.as_dict() for s in summaries])  # the flow run ends Failed
     return [s.as_dict() for s in summaries]
 
 

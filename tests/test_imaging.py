@@ -344,6 +344,7 @@ def test_pillow_global_limit_does_not_override_setting(tmp_path, env):
     # 200 Mpx is over Pillow's built-in hard limit (~179 Mpx) but under the configured one, so the file
     # must get as far as decoding, where its missing pixel data shows it is truncated.
     env("ENFACE_MAX_IMAGE_PIXELS", 300_000_000)
+    env("ENFACE_MAX_DECODE_BYTES", 4 * 300_000_000)  # and the decode budget, which would refuse it first
     path = tmp_path / "big.png"
     path.write_bytes(_png_header_claiming(20_000, 10_000))
     assert _reason(path).reason == "truncated"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..analyze import ImageResult
+from ..fsio import url_to_fs
 from .schemas import FACES_EXPORT as FACES
 from .schemas import IMAGES_EXPORT as IMAGES
 
@@ -26,11 +26,11 @@ class DetectWriter:
         self.out, self.model, self.rows_per_group = str(out), model, rows_per_group
         self._faces: list[dict] = []
         self._images: list[dict] = []
-        fs, path = fsspec.core.url_to_fs(self.out)
+        fs, path = url_to_fs(self.out)
         if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._fw = pq.ParquetWriter(path, FACES, filesystem=fs)
-        self._iw = pq.ParquetWriter(fsspec.core.url_to_fs(images_path(self.out))[1], IMAGES, filesystem=fs)
+        self._iw = pq.ParquetWriter(url_to_fs(images_path(self.out))[1], IMAGES, filesystem=fs)
 
     def add(self, res: ImageResult) -> None:
         self._images.append(

@@ -17,7 +17,10 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
+from ..fsio import fsspec_options, storage_options, url_to_fs  # noqa: F401 - both options re-exported
 from ..settings import get_settings
+from .check import diagnose, verify_log
+from .lock import WriterLock, check_not_lost
 from .migrate import migrate
 from .schemas import ACTION_DEFAULTS, DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID, TABLES
 
@@ -68,31 +71,6 @@ def read_dataset(
     return table.cast(pa.schema([schema.field(c) for c in table.column_names]))
 
 
-def storage_options(uri: str) -> dict[str, str]:
-    """delta-rs options for object stores, from ENFACE_S3_ENDPOINT_URL / the standard AWS_* variables."""
-    if not uri.startswith(("s3://", "s3a://")):
-        return {}
-    opts: dict[str, str] = {}
-    endpoint = get_settings().s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        opts["AWS_ENDPOINT_URL"] = endpoint
-        if endpoint.startswith("http://"):
-            opts["AWS_ALLOW_HTTP"] = "true"
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION"):
-        if os.environ.get(key):
-            opts[key] = os.environ[key]
-    opts.setdefault("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-    return opts
-
-
-def fsspec_options(uri: str) -> dict:
-    """s3fs options matching storage_options(), for the index files and archive listings."""
-    if not uri.startswith(("s3://", "s3a://")):
-        return {}
-    endpoint = get_settings().s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-    return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
-
-
 class Lake:
     """Tables of one lake. Creating a Lake creates missing tables and the seed's default list, group, source."""
 
@@ -101,6 +79,7 @@ class Lake:
         if "://" not in self.uri:
             self.uri = os.path.abspath(self.uri)
         self.options = storage_options(self.uri)
+        self._verified: set[str] = set()
         if create:
             self._create()
             migrate(self)
@@ -113,8 +92,23 @@ class Lake:
 
     @cached_property
     def fs(self) -> fsspec.AbstractFileSystem:
-        fs, _ = fsspec.core.url_to_fs(self.uri, **fsspec_options(self.uri))
+        fs, _ = url_to_fs(self.uri)
         return fs
+
+    def fs_path(self, *parts: str) -> str:
+        """A path inside the lake as self.fs names it (no protocol)."""
+        return "/".join([url_to_fs(self.uri)[1].rstrip("/"), *parts])
+
+    def _verify(self, name: str) -> None:
+        """Once per table and Lake: refuse what delta-rs would misread silently (see lake.check)."""
+        if name not in self._verified:
+            verify_log(self.fs, self.table_uri(name), self.fs_path(name), name)
+            self._verified.add(name)
+
+    def writer_lock(self, command: str | None = None) -> WriterLock:
+        """The lake's one-writer lock, to hold around every write: ``with lake.writer_lock(): ...``."""
+        fs, root = url_to_fs(self.uri)
+        return WriterLock(fs, root, self.uri, command=command)
 
     def path(self, *parts: str) -> str:
         """A non-table path inside the lake (index files), as a URI for fsspec."""
@@ -123,7 +117,7 @@ class Lake:
     def _create(self) -> None:
         for name, schema in TABLES.items():
             try:
-                DeltaTable(self.table_uri(name), storage_options=self.options)
+                self.table(name)
             except TableNotFoundError:
                 try:
                     write_deltalake(
@@ -165,7 +159,14 @@ class Lake:
 
     # -- reading ----------------------------------------------------------------------------------------
     def table(self, name: str, version: int | None = None) -> DeltaTable:
-        return DeltaTable(self.table_uri(name), version=version, storage_options=self.options)
+        """A table's snapshot; LakeCorrupt (naming table, file and remedy) when its log is damaged."""
+        self._verify(name)
+        try:
+            return DeltaTable(self.table_uri(name), version=version, storage_options=self.options)
+        except TableNotFoundError:
+            raise
+        except Exception as exc:  # delta-rs' "Kernel error: Json error: ..." names neither table nor file
+            raise diagnose(self.fs, self.table_uri(name), self.fs_path(name), name, exc) from exc
 
     def version(self, name: str) -> int:
         return self.table(name).version()
@@ -189,6 +190,8 @@ class Lake:
         return pa.Table.from_pylist(list(rows), schema)
 
     def append(self, name: str, rows: Iterable[dict] | pa.Table) -> int:
+        check_not_lost(self.uri)
+        self._verify(name)
         data = self._arrow(name, rows)
         if data.num_rows:
             write_deltalake(self.table_uri(name), data, mode="append", storage_options=self.options)
@@ -196,6 +199,7 @@ class Lake:
 
     def upsert(self, name: str, rows: Iterable[dict] | pa.Table, *, keys: Sequence[str], insert: bool = True) -> int:
         """Replace rows whose keys match, insert the others (insert=False: only replace; unknown keys dropped)."""
+        check_not_lost(self.uri)
         data = self._arrow(name, rows)
         if not data.num_rows:
             return self.version(name)
@@ -210,6 +214,7 @@ class Lake:
     def delete(self, name: str, where: dict[str, object]) -> int:
         if not where:
             raise ValueError("refusing to delete every row of a table")
+        check_not_lost(self.uri)
         pred = " AND ".join(
             f"{c} IN ({', '.join(sql_literal(x) for x in v)})"
             if isinstance(v, list | tuple | set)

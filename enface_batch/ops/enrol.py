@@ -16,13 +16,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-import fsspec
-
 from .. import imaging
 from ..analyze import Analyzer
+from ..fsio import open_uri, url_to_fs
 from ..imaging import jpeg_bytes
 from ..lake.schemas import DEFAULT_LIST_ID
-from ..lake.store import Lake, fsspec_options
+from ..lake.store import Lake
 from . import validate
 from .catalog import list_lists, require_lists
 from .errors import BadRequest
@@ -53,7 +52,7 @@ def _resolve_list(lake: Lake, value: str | None, default: str) -> str:
 
 
 def entries_from_tree(root: str, list_id: str) -> list[Entry]:
-    fs, base = fsspec.core.url_to_fs(root, **fsspec_options(root))
+    fs, base = url_to_fs(root)
     out = []
     for d in sorted(p for p in fs.ls(base, detail=False) if fs.isdir(p)):
         name = d.rstrip("/").rsplit("/", 1)[-1]
@@ -67,7 +66,7 @@ def entries_from_tree(root: str, list_id: str) -> list[Entry]:
 
 
 def entries_from_csv(lake: Lake, manifest: str, list_id: str) -> list[Entry]:
-    with fsspec.open(manifest, "rt", **fsspec_options(manifest)) as fh:
+    with open_uri(manifest, "rt") as fh:
         rows = list(csv.DictReader(io.StringIO(fh.read())))
     if rows and "image" not in rows[0]:
         raise BadRequest(f"{manifest}: the manifest needs an 'image' column (has {list(rows[0])})")

@@ -1,0 +1,160 @@
+"""One writer per lake: a second writer fails naming the holder, stale locks are taken over, local and S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from enface_batch.lake.lock import LakeLocked, LockLost, WriterLock
+from enface_batch.lake.store import Lake
+
+
+def _write_lock(lake: Lake, **holder) -> dict:
+    lock = lake.writer_lock()
+    body = {
+        "token": "someone-else",
+        "host": "other-host",
+        "pid": 1,
+        "command": "enface run nightly",
+        "started": datetime.now(UTC).isoformat(),
+        "heartbeat": datetime.now(UTC).isoformat(),
+        "expires": (datetime.now(UTC) + timedelta(minutes=5)).isoformat(),
+        **holder,
+    }
+    lock.fs.makedirs(lock.path.rsplit("/", 1)[0], exist_ok=True)
+    lock.fs.pipe_file(lock.path, json.dumps(body).encode())
+    return body
+
+
+def test_a_held_lock_refuses_a_second_writer_naming_the_holder(lake):
+    _write_lock(lake)
+    with pytest.raises(LakeLocked) as info:
+        with lake.writer_lock():
+            pass
+    msg = str(info.value)
+    assert "enface run nightly" in msg and "pid 1 on other-host" in msg and "enface lake unlock" in msg
+    assert lake.writer_lock().read()["token"] == "someone-else"  # left alone
+
+
+def test_a_stale_lock_is_taken_over_and_released_on_exit(lake):
+    old = _write_lock(lake, expires=(datetime.now(UTC) - timedelta(seconds=1)).isoformat())
+    with lake.writer_lock("test writer") as held:
+        assert held.took_over == old
+        current = held.read()
+        assert current["command"] == "test writer" and current["pid"] == os.getpid()
+        assert current["host"] == socket.gethostname()
+        with lake.writer_lock():  # re-entrant within a process (the CLI holds it, then the flow takes it)
+            pass
+        assert held.read()["token"] == held.token
+    assert lake.writer_lock().read() is None  # released on exit
+
+
+def test_a_lock_of_a_dead_process_on_this_host_is_stale_at_once(lake):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    _write_lock(lake, host=socket.gethostname(), pid=proc.pid)
+    with lake.writer_lock() as held:
+        assert held.took_over["pid"] == proc.pid
+
+
+def test_the_lease_is_renewed_and_a_lost_lock_stops_writes(lake):
+    fs, root = lake.fs, lake.fs_path()
+    lock = WriterLock(fs, root, lake.uri, ttl=0.6)
+    with lock:
+        first = lock.read()
+        time.sleep(0.9)
+        renewed = lock.read()
+        assert renewed["token"] == first["token"] and renewed["expires"] > first["expires"]
+        _write_lock(lake)  # another writer took it over while this one stalled
+        deadline = time.time() + 5
+        while not lock.lost and time.time() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(LockLost):
+            lake.append("person_lists", [{"list_id": "x", "name": "x"}])
+    assert lock.read()["token"] == "someone-else"  # a lost lock is not deleted on release
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from enface_batch.lake.store import Lake
+    lock = Lake(sys.argv[1], create=False).writer_lock("holder process")
+    lock.acquire()
+    print("held", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_two_processes_on_an_s3_lake(s3_endpoint, tmp_path):
+    """Create-exclusive on S3 is a conditional PUT (If-None-Match: *), which moto's server honours."""
+    import uuid
+
+    uri = f"s3://enface/{uuid.uuid4().hex}"
+    Lake(uri)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, uri], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        lake = Lake(uri)
+        with pytest.raises(LakeLocked) as info:
+            lake.writer_lock().acquire()
+        assert f"pid {proc.pid}" in str(info.value) and "holder process" in str(info.value)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with lake.writer_lock() as held:  # its holder died without releasing it: stale at once on this host
+        assert held.took_over["pid"] == proc.pid
+    assert lake.writer_lock().read() is None
+
+
+def test_the_s3_lock_is_created_exclusively(s3_endpoint):
+    import uuid
+
+    lake = Lake(f"s3://enface/{uuid.uuid4().hex}", create=False)
+    a, b = lake.writer_lock("a"), lake.writer_lock("b")
+    assert a._create() is True
+    assert b._create() is False  # the conditional PUT lost: the first writer's lock stays
+    assert a.read()["command"] == "a"
+
+
+def test_two_enface_runs_on_one_lake_the_second_fails_naming_the_first_and_nothing_is_duplicated(tmp_path, test_data):
+    from test_scan_flow import EXPECTED, build_archive, counts, setup_source
+
+    build_archive(tmp_path / "archive", test_data)
+    lake = Lake(tmp_path / "lake")
+    setup_source(lake, str(tmp_path / "archive"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=os.getcwd())
+    run = [sys.executable, "-m", "enface_batch", "run", "--lake", lake.uri]
+    first = subprocess.Popen(run, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = lake.writer_lock()
+    deadline = time.time() + 120
+    while lock.read() is None and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert lock.read()["pid"] == first.pid
+    second = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
+    other = subprocess.run(
+        [sys.executable, "-m", "enface_batch", "list", "create", "x", "--lake", lake.uri],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out, errs = first.communicate(timeout=600)
+    assert first.returncode == 0, errs[-2000:]
+    for p in (second, other):
+        assert p.returncode == 5, p.stderr[-2000:]
+        assert f"pid {first.pid}" in p.stderr and "enface run --lake" in p.stderr and "enface lake unlock" in p.stderr
+    assert counts(lake) == EXPECTED  # nothing analysed or committed twice
+    assert lake.read("person_lists").num_rows == 2  # the default list and the source's; "x" was refused
+    assert lock.read() is None  # released when the first run ended
