@@ -473,7 +473,7 @@ def test_browse_persons_faces_and_images(server):
 
     obama = _ok(http.get(f"/browse/lists/{ids['vip']}/persons/{ids['obama']}", headers=h))
     face, *matched = obama["faces"]
-    assert face["kind"] == "created" and face["thumb"] and face["crop"] and face["image_uri"].endswith("obama.jpg")
+    assert face["kind"] == "enrolled" and face["thumb"] and face["crop"] and face["image_uri"].endswith("obama.jpg")
     assert matched and all(f["kind"] == "matched" and f["score"] >= 85 and f["thumb"] for f in matched)
     assert {f["image_uri"].rsplit("/", 1)[-1] for f in matched} >= {"obama2.jpg", "obama_small.jpg"}
     seen = {a["image_uri"].rsplit("/", 1)[-1] for a in obama["appearances"]}
