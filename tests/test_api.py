@@ -505,6 +505,18 @@ def test_browse_persons_faces_and_images(server):
     _err(http.get("/browse/images/zz", headers=h), 400)
 
 
+def test_browse_shows_paths_relative_to_the_source_not_server_paths(server):
+    http, ids, h = server.http, server.ids, server.h
+    root = os.path.dirname(server.lake.uri)
+    obama = http.get(f"/browse/lists/{ids['vip']}/persons/{ids['obama']}", headers=h)
+    images = http.get(f"/browse/sources/{ids['source']}/images", headers=h)
+    for r in (obama, images):
+        assert r.status_code == 200 and root not in r.text and str(server.ex) not in r.text, r.text[:300]
+    assert obama.json()["faces"][0]["image_uri"] == "obama.jpg"  # enrolled by name: the file name only
+    assert {a["image_uri"] for a in obama.json()["appearances"]} <= set(PHOTOS)  # relative to the source
+    assert all(a["source_id"] == ids["source"] for a in obama.json()["appearances"])
+
+
 def test_new_commits_are_seen_without_restart(server):
     http, h, lake = server.http, server.h, server.lake
     made = catalog.create_list(lake, "added later")["list_id"]
