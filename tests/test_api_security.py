@@ -153,7 +153,9 @@ def test_browse_image_never_serves_a_symlinked_secret(srv):
     assert "holiday.jpg" in srv.shas  # the scan recorded the symlink (with the secret's hash)
     r = _image(srv, "holiday.jpg")
     assert FILE_SECRET.encode() not in r.content and r.status_code == 404, r.text
-    assert "outside" in r.json()["message"] and str(srv.root) not in r.text
+    # refused twice over: the scan records a link out of the source without reading it (issue 12, scan side),
+    # and the endpoint would not serve a file outside the source anyway
+    assert str(srv.root) not in r.text
 
 
 def test_browse_image_never_serves_html_as_html(srv):
