@@ -148,6 +148,11 @@ def source_roots(lake) -> dict[str, str | None]:
     return {r["source_id"]: r["uri"] for r in rows}
 
 
+def _no_server_paths(message: str | None) -> str | None:
+    """Any absolute path left in a message (a link's target, say) as its file name only."""
+    return message and re.sub(r"(?<![\w.:])/(?:[^\s'\"/]+/)+([^\s'\"/]*)", r"\1", message)
+
+
 def display_path(uri: str | None, root: str | None) -> str | None:
     """A recorded location as clients see it: relative to its source's uri (clients get the source id
     beside it), or only the file name when it lies under no source (files enrolled by name). Absolute server
@@ -322,7 +327,9 @@ def source_images(lake, source_id: str, *, offset: object = 0, limit: object = 5
             {
                 **r,
                 "uri": display_path(r["uri"], src["uri"]),
-                "message": r["message"] and r["message"].replace(r["uri"] or "\0", display_path(r["uri"], src["uri"])),
+                "message": _no_server_paths(
+                    r["message"] and r["message"].replace(r["uri"] or "\0", display_path(r["uri"], src["uri"]))
+                ),
                 "scanned": _iso(r["scanned"]),
                 "face_list": faces.get(r["image_sha256"], []),
             }
