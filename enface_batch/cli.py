@@ -525,6 +525,16 @@ def run_cmd(
     except StorageFailure as exc:
         _print({"status": "error", "reason": "storage_error", "message": str(exc), "sources": exc.summaries})
         _fail(str(exc), EXIT_STORAGE)
+    except Exception as exc:  # the store failed outright (listing a source, or the lake itself)
+        from .fsio import is_transient
+
+        if not is_transient(exc):
+            raise
+        _fail(
+            f"the storage failed ({type(exc).__name__}: {exc}); the run stopped, what it committed is kept, and the "
+            "next run carries on",
+            EXIT_STORAGE,
+        )
     _print({"status": "ok", "sources": summaries})
 
 
