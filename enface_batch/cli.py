@@ -545,6 +545,16 @@ def run_cmd(
     except StorageFailure as exc:
         _print({"status": "error", "reason": "storage_error", "message": str(exc), "sources": exc.summaries})
         _fail(str(exc), EXIT_STORAGE)
+    except Exception as exc:  # the store failed outright (listing a source, or the lake itself)
+        from .fsio import is_transient
+
+        if not is_transient(exc):
+            raise
+        _fail(
+            f"the storage failed ({type(exc).__name__}: {exc}); the run stopped, what it committed is kept, and the "
+            "next run carries on",
+            EXIT_STORAGE,
+        )
     _print({"status": "ok", "sources": summaries})
 
 
@@ -779,6 +789,12 @@ if __name__ == "__main__":
     app()
 
 
+def _stop_prefect_server() -> None:
+    server = sys.modules.get("flows.prefect_server")  # only if this command started one
+    if server is not None:
+        server.stop()
+
+
 def main() -> None:
     """The `enface` entry point: run the command, then leave without the interpreter's native teardown.
 
@@ -788,12 +804,20 @@ def main() -> None:
     (Prefect's, the temporary server's, logging's) run as at a normal exit; then the process ends with the
     command's own exit code.
     """
+    from . import shutdown
     from .lake.errors import LakeCorrupt
-    from .lake.lock import LakeLocked
+    from .lake.lock import LakeLocked, release_all
 
+    shutdown.cleanups.extend([release_all, _stop_prefect_server])
+    shutdown.install()
     code = 0
     try:
         app()
+    except shutdown.Terminated as exc:
+        # The lake is freed at once; the temporary Prefect server stops in the exit handlers below, once
+        # Prefect has flushed its logs to it (the shutdown watchdog stops it if that takes too long).
+        code = exc.code
+        release_all()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except (LakeCorrupt, LakeLocked) as exc:  # from any command or flow: the message says what to do

@@ -125,3 +125,11 @@ def test_read_cap_and_deadline(tmp_path: Path, env):
     assert not fsio.is_transient(fsio.FileTooLarge(str(big), 1, 0))
     assert fsio.is_transient(ConnectionRefusedError(111, "refused"))
     assert not fsio.is_transient(FileNotFoundError("gone"))
+
+
+def test_detect_over_a_folder_with_a_fifo_reports_it_instead_of_hanging(tmp_path, test_data, analyzer):
+    """`enface detect DIR` lists every image-named file; a FIFO among them used to block open() forever."""
+    (tmp_path / "a.jpg").write_bytes((test_data / PHOTO).read_bytes())
+    os.mkfifo(tmp_path / "b.jpg")
+    results = list(analyzer.analyze_uris(imaging.list_images([str(tmp_path)])))
+    assert [(r.status, r.reason) for r in results] == [("faces", None), ("error", "not_a_regular_file")]

@@ -182,3 +182,24 @@ def test_rows_an_old_run_wrote_for_storage_errors_are_replaced_by_the_content(tm
     run_scan(lake=lake.uri, runner="threads", workers=1)
     rows = lake.read("images").to_pylist()
     assert [(r["status"], r["reason"]) for r in rows] == [("faces", None)]
+
+
+def test_enface_run_exits_6_when_the_source_store_is_down(tmp_path, monkeypatch, env):
+    from conftest import _free_port
+    from typer.testing import CliRunner
+
+    from enface_batch.cli import EXIT_STORAGE, app
+    from flows import prefect_server
+
+    monkeypatch.setattr(prefect_server, "start", lambda: None)  # the session's Prefect server is used
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(k, "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    env("ENFACE_S3_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    env("ENFACE_S3_RETRIES", 1)
+    lake = Lake(tmp_path / "lake")
+    setup_source(lake, "s3://archive/photos")
+    result = CliRunner().invoke(app, ["run", "--lake", lake.uri])
+    assert result.exit_code == EXIT_STORAGE, result.output
+    assert "the storage failed" in result.output and "127.0.0.1" in result.output
+    assert lake.read("images").num_rows == 0 and lake.writer_lock().read() is None

@@ -266,3 +266,12 @@ def check_not_lost(lake_uri: str) -> None:
             f"this process lost the writer lock of {lake_uri} (it was not renewed for {held.ttl:g} s and another "
             "writer took it over); it stops writing"
         )
+
+
+def release_all() -> None:
+    """Release every lock this process holds, whatever its depth (for a forced exit after a signal)."""
+    with _held_guard:
+        held = list(_held.values())
+    for lock in held:
+        lock._depth = 1
+        lock.release()
