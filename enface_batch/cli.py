@@ -690,6 +690,7 @@ def token_ls(email: Annotated[str, typer.Option("--email")], lake: LakeOpt = Non
 
 
 @user_app.command("remove")
+@_writes
 def user_remove(email: Annotated[str, typer.Argument(help="The user to remove")], lake: LakeOpt = None) -> None:
     """Remove a user and their permanent tokens; their temporary tokens (JWTs) stop working at once."""
     from .auth import remove_user
@@ -698,6 +699,7 @@ def user_remove(email: Annotated[str, typer.Argument(help="The user to remove")]
 
 
 @user_app.command("passwd")
+@_writes
 def user_passwd(email: Annotated[str, typer.Argument(help="The user")], lake: LakeOpt = None) -> None:
     """Set a new password (ENFACE_PASSWORD or a prompt); the user's earlier temporary tokens stop working."""
     from .auth import set_password
@@ -707,6 +709,7 @@ def user_passwd(email: Annotated[str, typer.Argument(help="The user")], lake: La
 
 
 @token_app.command("revoke")
+@_writes
 def token_revoke(
     token_id: Annotated[str | None, typer.Argument(help="The token's id (enface token ls)")] = None,
     email: Annotated[str | None, typer.Option("--email", help="With --all: the user whose tokens to revoke")] = None,

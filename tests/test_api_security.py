@@ -193,11 +193,6 @@ def test_browse_image_of_a_fifo_answers_at_once(srv):
     assert r.status_code == 404 and "regular file" in r.json()["message"] and time.time() - t0 < 10
 
 
-@pytest.mark.xfail(
-    reason="a server path still leaks into /browse/sources/{id}/images on a lake whose scan recorded "
-    "a link out of the source (outside_source) - found at merge time, see the session note",
-    strict=False,
-)
 def test_browse_images_show_paths_relative_to_the_source(srv):
     r = srv.http.get(f"/browse/sources/{srv.source}/images", headers=srv.h)
     assert r.status_code == 200

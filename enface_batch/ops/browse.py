@@ -148,6 +148,12 @@ def source_roots(lake) -> dict[str, str | None]:
     return {r["source_id"]: r["uri"] for r in rows}
 
 
+def _shown_key(key: str | None, root: str | None) -> str | None:
+    if key and key.startswith("unreadable:"):
+        return "unreadable:" + (display_path(key[len("unreadable:") :], root) or "")
+    return key
+
+
 def _no_server_paths(message: str | None) -> str | None:
     """Any absolute path left in a message (a link's target, say) as its file name only."""
     return message and re.sub(r"(?<![\w.:])/(?:[^\s'\"/]+/)+([^\s'\"/]*)", r"\1", message)
@@ -327,6 +333,8 @@ def source_images(lake, source_id: str, *, offset: object = 0, limit: object = 5
             {
                 **r,
                 "uri": display_path(r["uri"], src["uri"]),
+                # a file never read has a key, not a hash: "unreadable:<its uri>", shown without the server path
+                "image_sha256": _shown_key(r["image_sha256"], src["uri"]),
                 "message": _no_server_paths(
                     r["message"] and r["message"].replace(r["uri"] or "\0", display_path(r["uri"], src["uri"]))
                 ),
