@@ -92,3 +92,15 @@ def prefect_server(tmp_path_factory):
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch):
+    """set_env(NAME, value): an ENFACE_* setting for one test, with the settings cache cleared around it."""
+
+    def set_env(name: str, value: object) -> None:
+        monkeypatch.setenv(name, str(value))
+        get_settings.cache_clear()
+
+    yield set_env
+    get_settings.cache_clear()

@@ -15,7 +15,6 @@ import collections
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,8 @@ from PIL import Image
 httpx = pytest.importorskip("httpx", reason="the api extra (and httpx) is needed for the endpoint tests")
 pytest.importorskip("fastapi", reason="the api extra is needed for the endpoint tests")
 jwt = pytest.importorskip("jwt", reason="the api extra (pyjwt) is needed for the endpoint tests")
+
+from serving import free_port, serving  # noqa: E402
 
 from enface_batch import auth  # noqa: E402
 from enface_batch.lake.schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID, TABLES  # noqa: E402
@@ -59,12 +60,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -136,36 +131,10 @@ def server(tmp_path_factory, test_data, analyzer):
         "forever": forever,
         "expired": expired,
     }
-    port = _free_port()
-    log = open(root / "serve.log", "w")  # noqa: SIM115 - closed at teardown
-    env = {**os.environ, "ENFACE_JWT_SECRET": SECRET, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "enface_batch", "serve", "--lake", lake.uri, "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError(f"enface serve did not start:\n{(root / 'serve.log').read_text()}")
-        time.sleep(0.2)
-    srv = Server(base, lake, ids, ex)
-    yield srv
-    srv.http.close()
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with serving(lake.uri, root / "serve.log", SECRET) as base:
+        srv = Server(base, lake, ids, ex)
+        yield srv
+        srv.http.close()
 
 
 def _versions(lake: Lake) -> dict:
@@ -192,7 +161,7 @@ def test_serve_refuses_to_start_without_a_jwt_secret(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "ENFACE_JWT_SECRET"}
     env["PYTHONPATH"] = os.getcwd()
     out = subprocess.run(
-        [sys.executable, "-m", "enface_batch", "serve", "--lake", lake.uri, "--port", str(_free_port())],
+        [sys.executable, "-m", "enface_batch", "serve", "--lake", lake.uri, "--port", str(free_port())],
         capture_output=True,
         text=True,
         env=env,

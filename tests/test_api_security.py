@@ -28,6 +28,8 @@ httpx = pytest.importorskip("httpx", reason="the api extra (and httpx) is needed
 pytest.importorskip("fastapi", reason="the api extra is needed for the endpoint tests")
 jwt = pytest.importorskip("jwt", reason="the api extra (pyjwt) is needed for the endpoint tests")
 
+from serving import serving  # noqa: E402
+
 from enface_batch import auth  # noqa: E402
 from enface_batch.lake.schemas import DEFAULT_GROUP_ID  # noqa: E402
 from enface_batch.lake.store import Lake  # noqa: E402
@@ -37,14 +39,6 @@ SECRET = "test-only-secret-" + uuid.uuid4().hex
 EMAIL, PASSWORD = "owner@example.com", "correct horse"
 FILE_SECRET = "ENFACE_JWT_SECRET=" + uuid.uuid4().hex  # what the symlink points at
 HTML = b"<!doctype html><html><body><script>fetch('/x?'+sessionStorage.getItem('enface-token'))</script></body></html>"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _jpeg(seed: int, size=(96, 64)) -> bytes:
@@ -112,36 +106,10 @@ def srv(tmp_path_factory, analyzer):
     (photos / "becomes-fifo.jpg").unlink()
     os.mkfifo(photos / "becomes-fifo.jpg")
     user = auth.add_user(lake, EMAIL, PASSWORD)
-    port = _free_port()
-    log = open(root / "serve.log", "w")  # noqa: SIM115 - closed at teardown
-    env = {**os.environ, "ENFACE_JWT_SECRET": SECRET, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "enface_batch", "serve", "--lake", lake.uri, "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError(f"enface serve did not start:\n{(root / 'serve.log').read_text()}")
-        time.sleep(0.2)
-    s = Srv(base, lake, root, photos, source, shas, user)
-    yield s
-    s.http.close()
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with serving(lake.uri, root / "serve.log", SECRET) as base:
+        s = Srv(base, lake, root, photos, source, shas, user)
+        yield s
+        s.http.close()
 
 
 def _image(srv, name: str, **kw):

@@ -16,7 +16,7 @@ from enface_batch.ops import catalog
 from enface_batch.ops.action import person_row
 from enface_batch.ops.dedup import cluster_persons, conflicts, dedup
 from enface_batch.ops.errors import BadRequest, NotFound
-from enface_batch.ops.identity import face_row
+from enface_batch.ops.identity import own_face
 from enface_batch.ops.search import Searcher
 
 EX = "fixtures/face_recognition_examples/examples"
@@ -72,16 +72,7 @@ def enrol(lake, list_id: str, faces: dict, names: list[str], *, fields: dict | N
 
 def created_face(row: dict) -> dict:
     """The face row every operation that creates a person writes beside it."""
-    return face_row(
-        person_id=row["person_id"],
-        list_id=row["list_id"],
-        embedding=row["embedding"],
-        image_sha256=row["image_sha256"],
-        face_index=row["face_index"],
-        how="created",
-        image_uri=row["image_uri"],
-        thumb=row["thumb"],
-    )
+    return own_face(row, "created")
 
 
 def versions(lake) -> dict:

@@ -12,19 +12,8 @@ from pathlib import Path
 import pytest
 
 from enface_batch import fsio, imaging
-from enface_batch.settings import get_settings
 
 PHOTO = "fixtures/face_recognition_examples/examples/obama-240p.jpg"
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch):
-    def set_env(name: str, value: object) -> None:
-        monkeypatch.setenv(name, str(value))
-        get_settings.cache_clear()
-
-    yield set_env
-    get_settings.cache_clear()
 
 
 def test_s3_endpoint_setting_is_used_when_images_are_read(s3_endpoint, test_data, monkeypatch, env):

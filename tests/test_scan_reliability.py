@@ -13,19 +13,8 @@ from test_scan_flow import EX, build_archive, setup_source
 
 from enface_batch.lake.schemas import TABLES
 from enface_batch.lake.store import Lake
-from enface_batch.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch):
-    def set_env(name: str, value: object) -> None:
-        monkeypatch.setenv(name, str(value))
-        get_settings.cache_clear()
-
-    yield set_env
-    get_settings.cache_clear()
 
 
 def _images(lake: Lake) -> dict[str, tuple[str, str | None]]:

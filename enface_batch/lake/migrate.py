@@ -46,7 +46,7 @@ def migrate(lake: Lake) -> list[str]:
 
 
 def _v1_to_v2(lake: Lake) -> int:
-    from ..ops.identity import face_id, face_row
+    from ..ops.identity import face_id, face_row, own_face
 
     old = lake.table("person_faces").to_pyarrow_table().to_pylist()
     persons = lake.read(
@@ -65,18 +65,8 @@ def _v1_to_v2(lake: Lake) -> int:
     ).to_pylist()
     rows: dict[str, dict] = {}
     for p in persons:  # the creating faces first: they win over any other claim on the same face
-        r = face_row(
-            person_id=p["person_id"],
-            list_id=p["list_id"],
-            embedding=p["embedding"],
-            image_sha256=p["image_sha256"],
-            face_index=p["face_index"],
-            how="created" if p["source_id"] else "enrolled",
-            image_uri=p["image_uri"],
-            thumb=p["thumb"],
-            source_id=p["source_id"],
-            run_id=p["action_id"],  # schema 1 stored the run id there
-        )
+        # schema 1 stored the run id in persons.action_id
+        r = own_face(p, "created" if p["source_id"] else "enrolled", run_id=p["action_id"])
         rows.setdefault(r["face_id"], r)
     alive = {(p["person_id"], p["list_id"]) for p in persons}
     for r in old:

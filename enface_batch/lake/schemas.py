@@ -207,7 +207,7 @@ TABLES: dict[str, pa.Schema] = {
             ("from_person_id", pa.string()),  # the person it belonged to before a merge
             ("added", ts),
             ("score", pa.float32()),  # Enface % against the person's template when matched; null when it made it
-            ("how", pa.string()),  # created | matched | enrolled | merged | replaced
+            ("how", pa.string()),  # created | matched | enrolled | merged | replaced | moved
             ("source_id", pa.string()),  # the scanned source (null for person create / enrol)
             ("run_id", pa.string()),
             ("action_id", pa.string()),  # the actions row of the face (scans and `enface action`)

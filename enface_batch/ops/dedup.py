@@ -67,7 +67,8 @@ from ..scoring import DEFAULT_EMBEDDER, calibration_for
 from . import validate
 from .catalog import require_lists
 from .errors import BadRequest
-from .identity import face_row
+from .identity import own_face
+from .refine import refine
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +319,7 @@ def _write(lake: Lake, list_id: str, merges: list[tuple[str, list[str]]], journa
             p = full.get(m)
             if p is None:
                 continue  # already deleted: merged by an earlier attempt (its faces moved then)
-            rows = rows_of.get(m) or [_bare_face(p)]  # a person without face rows keeps its face this way
+            rows = rows_of.get(m) or [own_face(p, "created")]  # a person without face rows keeps its face this way
             for r in sorted(rows, key=lambda r: r["face_id"]):
                 face_rows.append({**r, "person_id": kept, "from_person_id": m, "how": "merged", "added": t})
             survivor["fields"] = union_fields(survivor["fields"], p["fields"])
@@ -329,20 +330,6 @@ def _write(lake: Lake, list_id: str, merges: list[tuple[str, list[str]]], journa
     gone = [m for (k, ms) in merges if k in full for m in ms if m in full]
     if gone:
         lake.delete("persons", {"list_id": list_id, "person_id": gone})
-
-
-def _bare_face(p: dict) -> dict:
-    return face_row(
-        person_id=p["person_id"],
-        list_id=p["list_id"],
-        embedding=p["embedding"],
-        image_sha256=p["image_sha256"],
-        face_index=p["face_index"],
-        how="created",
-        image_uri=p["image_uri"],
-        thumb=p["thumb"],
-        source_id=p["source_id"],
-    )
 
 
 # ------------------------------------------------------------------------------------------------ operation
@@ -356,11 +343,14 @@ def dedup(
     run_id: str | None = None,
     k: int = K_NEIGHBOURS,
     linkage: str = "average",
+    refine_faces: bool = True,
 ) -> dict:
     """Merge the persons of a list that are the same person into the oldest of them (see the module doc).
 
-    ``threshold`` is the Enface score two clusters must reach (80, 85, 90, 95 or no_match). With ``dry_run``
-    the same merges are computed and returned, and nothing is written.
+    ``threshold`` is the Enface score two clusters must reach (80, 85, 90, 95 or no_match). Then, unless
+    ``refine_faces`` is off, single matched faces move to the person they fit best or are split off
+    (ops/refine.py). With ``dry_run`` the same merges are computed and returned, and nothing is written (the
+    refinement counts are then planned on the list as it is, before the merges).
     """
     t0 = time.perf_counter()
     lid = require_lists(lake, [validate.uuid_str(list_id, "list_id")], "list_id")[0]
@@ -423,12 +413,14 @@ def dedup(
         state.apply(kept, others)
     if plan and not dry_run:
         _write(lake, lid, plan, journal)
+    refined = refine(lake, lid, min_similarity=min_sim, dry_run=dry_run) if refine_faces else {}
     return {
         "status": "ok",
         "list_id": lid,
         "persons_before": before,
-        "persons_after": len(state.ids),
+        "persons_after": len(state.ids) + refined.get("faces_split", 0),
         "merged": merged,
+        **refined,
         "recovered": [{"kept": k_, "merged": ms} for k_, ms in pending],
         "threshold": thr,
         "dry_run": dry_run,

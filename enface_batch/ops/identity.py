@@ -22,7 +22,8 @@ import pyarrow as pa
 from ..lake.store import Lake, now
 
 NAMESPACE = uuid.UUID("0f6b7d1e-7a43-4c38-9b6c-2f1e5d9a8c47")
-HOW = ("created", "matched", "enrolled", "merged", "replaced")
+HOW = ("created", "matched", "enrolled", "merged", "replaced", "moved")
+HOW_MOVABLE = ("matched", "merged", "moved")  # what dedup's refinement may move: faces no user placed
 
 
 def face_id(list_id: str, image_sha256: str | None, face_index: int | None) -> str:
@@ -67,6 +68,22 @@ def face_row(
         "run_id": run_id,
         "action_id": action_id,
     }
+
+
+def own_face(person: dict, how: str, **extra) -> dict:
+    """The face row of the face a persons row was made from (its embedding, photo, thumb and source)."""
+    return face_row(
+        person_id=person["person_id"],
+        list_id=person["list_id"],
+        embedding=person["embedding"],
+        image_sha256=person["image_sha256"],
+        face_index=person["face_index"],
+        how=how,
+        image_uri=person["image_uri"],
+        thumb=person["thumb"],
+        source_id=person.get("source_id"),
+        **extra,
+    )
 
 
 def template_vectors(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
