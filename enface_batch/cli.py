@@ -793,7 +793,7 @@ if __name__ == "__main__":
 
 
 def _stop_prefect_server() -> None:
-    server = sys.modules.get("flows.prefect_server")  # only if this command started one
+    server = sys.modules.get("enface_batch.flows.prefect_server")  # only if this command started one
     if server is not None:
         server.stop()
 

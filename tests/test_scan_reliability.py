@@ -22,7 +22,7 @@ def _images(lake: Lake) -> dict[str, tuple[str, str | None]]:
 
 
 def test_fifo_dev_zero_and_links_out_of_the_source_are_recorded_and_the_run_completes(tmp_path, test_data, env):
-    from flows.scan import run_scan
+    from enface_batch.flows.scan import run_scan
 
     env("ENFACE_MAX_FILE_BYTES", 2_000_000)
     root = tmp_path / "archive"
@@ -94,8 +94,8 @@ def test_s3_outage_mid_scan_fails_the_run_and_records_nothing_false(tmp_path, te
     import s3fs
 
     from enface_batch import imaging
+    from enface_batch.flows.scan import make_runner, scan
     from enface_batch.scan import StorageFailure
-    from flows.scan import make_runner, scan
 
     server, endpoint = archive_server
     build_archive(tmp_path / "archive", test_data)
@@ -142,13 +142,13 @@ def test_enface_run_exits_non_zero_when_the_storage_failed(monkeypatch):
     from typer.testing import CliRunner
 
     from enface_batch.cli import EXIT_STORAGE, app
+    from enface_batch.flows import prefect_server
     from enface_batch.scan import StorageFailure
-    from flows import prefect_server
 
     def failing_scan(*args, **kwargs):
         raise StorageFailure([{"source_id": "s", "storage_errors": 3}])
 
-    monkeypatch.setattr("flows.scan.run_scan", failing_scan)
+    monkeypatch.setattr("enface_batch.flows.scan.run_scan", failing_scan)
     monkeypatch.setattr(prefect_server, "start", lambda: None)
     result = CliRunner().invoke(app, ["run"])
     assert result.exit_code == EXIT_STORAGE
@@ -157,7 +157,7 @@ def test_enface_run_exits_non_zero_when_the_storage_failed(monkeypatch):
 
 def test_rows_an_old_run_wrote_for_storage_errors_are_replaced_by_the_content(tmp_path, test_data):
     """Lakes written before storage errors were told apart hold 'unreadable:<uri>' rows beside good ones."""
-    from flows.scan import run_scan
+    from enface_batch.flows.scan import run_scan
 
     root = tmp_path / "archive"
     root.mkdir()
@@ -178,7 +178,7 @@ def test_enface_run_exits_6_when_the_source_store_is_down(tmp_path, monkeypatch,
     from typer.testing import CliRunner
 
     from enface_batch.cli import EXIT_STORAGE, app
-    from flows import prefect_server
+    from enface_batch.flows import prefect_server
 
     monkeypatch.setattr(prefect_server, "start", lambda: None)  # the session's Prefect server is used
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
