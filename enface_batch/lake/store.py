@@ -72,7 +72,12 @@ def read_dataset(
 
 
 class Lake:
-    """Tables of one lake. Creating a Lake creates missing tables and the seed's default list, group, source."""
+    """Tables of one lake. Creating a Lake creates missing tables and the seed's default list, group, source.
+
+    A :class:`~enface_batch.lake.protocols.ReadLake` (and the only class that writes tables).
+    """
+
+    light_columns = False  # reads return the heavy columns themselves (no "__has_image"): see ReadLake
 
     def __init__(self, uri: str | None = None, *, create: bool = True) -> None:
         self.uri = str(uri or get_settings().lake).rstrip("/")

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..analyze import Analyzer, Face, ImageResult
 from ..imaging import jpeg_bytes
+from ..lake.protocols import ReadLake
 from ..lake.schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID
 from ..lake.store import Lake, now
 from ..scoring import Calibration, calibration_for
@@ -45,7 +46,7 @@ class Rules:
 
 
 def resolve_rules(
-    lake: Lake,
+    lake: ReadLake,
     calibration: Calibration,
     *,
     group_id: str | None = None,

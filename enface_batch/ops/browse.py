@@ -1,7 +1,7 @@
 """Read helpers for people who would rather look than read: pages of a list's persons with thumbs, a person's
 faces with the images they came from and the photos they were matched in, and the images of a source.
 
-Beyond the seed. Every function only reads (a Lake or a reader Snapshot), and returns JSON-ready dicts.
+Beyond the seed. Every function only reads (a ReadLake: a Lake or a reader Snapshot), and returns JSON-ready dicts.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import base64
 import json
 import re
 
-import pyarrow as pa
-
+from ..lake.protocols import ReadLake
 from ..lake.schemas import DEFAULT_LIST_ID
 from ..scoring import DEFAULT_EMBEDDER, calibration_for
 from . import validate
@@ -58,12 +57,7 @@ def page(offset: object, limit: object) -> tuple[int, int]:
     return o, n
 
 
-def _has_light(lake) -> bool:
-    """A reader Snapshot caches light persons columns and knows which rows have an image."""
-    return hasattr(lake, "reader")
-
-
-def _one_person(lake, person_id: str, list_id: str | None) -> dict:
+def _one_person(lake: ReadLake, person_id: str, list_id: str | None) -> dict:
     pid = validate.uuid_str(person_id, "person_id")
     lid = validate.uuid_str(list_id, "list_id") if list_id else DEFAULT_LIST_ID
     rows = _person_rows(lake, {"person_id": pid, "list_id": lid})
@@ -72,8 +66,8 @@ def _one_person(lake, person_id: str, list_id: str | None) -> dict:
     return rows[0]
 
 
-def _person_rows(lake, where: dict) -> list[dict]:
-    if _has_light(lake):
+def _person_rows(lake: ReadLake, where: dict) -> list[dict]:
+    if lake.light_columns:  # a reader Snapshot knows which rows have an image without reading them
         rows = lake.read("persons", where=where, columns=[*_PERSON_LIGHT, "__has_image", "__has_thumb"]).to_pylist()
         for r in rows:
             r["has_image"], r["has_thumb"] = r.pop("__has_image"), r.pop("__has_thumb")
@@ -101,12 +95,12 @@ def _public(r: dict) -> dict:
     }
 
 
-def _thumbs(lake, table: str, where: dict, key: str) -> dict[str, str | None]:
+def _thumbs(lake: ReadLake, table: str, where: dict, key: str) -> dict[str, str | None]:
     rows = lake.read(table, where=where, columns=[key, "thumb"])
     return {k: _b64(t) for k, t in zip(rows[key].to_pylist(), rows["thumb"].to_pylist(), strict=True)}
 
 
-def list_persons(lake, list_id: str, *, offset: object = 0, limit: object = 50, thumbs: bool = True) -> dict:
+def list_persons(lake: ReadLake, list_id: str, *, offset: object = 0, limit: object = 50, thumbs: bool = True) -> dict:
     """A page of a list's persons, oldest first, each with its fields, its number of faces and its thumb."""
     lid = require_lists(lake, [list_id], "list_id")[0]
     o, n = page(offset, limit)
@@ -142,7 +136,7 @@ def list_persons(lake, list_id: str, *, offset: object = 0, limit: object = 50, 
     }
 
 
-def source_roots(lake) -> dict[str, str | None]:
+def source_roots(lake: ReadLake) -> dict[str, str | None]:
     """Each source's folder or URI, by source id."""
     rows = lake.read("sources", columns=["source_id", "uri"]).to_pylist()
     return {r["source_id"]: r["uri"] for r in rows}
@@ -179,7 +173,7 @@ def _distinct_photos(pf) -> dict[str, int]:
     return {p: len(s) for p, s in seen.items()}
 
 
-def _images_by_sha(lake, shas: list[str], roots: dict[str, str | None]) -> dict[str, dict]:
+def _images_by_sha(lake: ReadLake, shas: list[str], roots: dict[str, str | None]) -> dict[str, dict]:
     shas = sorted({s for s in shas if s})
     if not shas:
         return {}
@@ -210,7 +204,7 @@ def _min_score(value: object, model: str | None) -> float:
 
 
 def person_detail(
-    lake,
+    lake: ReadLake,
     person_id: str,
     list_id: str | None = None,
     *,
@@ -260,7 +254,7 @@ def person_detail(
     return out
 
 
-def _boxes(lake, keys: list[tuple[str | None, int | None]]) -> dict[tuple[str, int], list[float]]:
+def _boxes(lake: ReadLake, keys: list[tuple[str | None, int | None]]) -> dict[tuple[str, int], list[float]]:
     shas = sorted({s for s, _ in keys if s})
     if not shas:
         return {}
@@ -275,7 +269,7 @@ def _boxes(lake, keys: list[tuple[str | None, int | None]]) -> dict[tuple[str, i
     }
 
 
-def appearances_of(lake, person_id: str, list_id: str, *, limit: int, min_score: float) -> list[dict]:
+def appearances_of(lake: ReadLake, person_id: str, list_id: str, *, limit: int, min_score: float) -> list[dict]:
     """The scanned photos a person is in (its person_faces rows that came from a source), newest first;
     faces matched to it count when they scored at least min_score."""
     cols = ["action_id", "added", "source_id", "image_sha256", "image_uri", "face_index", "score", "how"]
@@ -298,7 +292,9 @@ def appearances_of(lake, person_id: str, list_id: str, *, limit: int, min_score:
     ]
 
 
-def source_images(lake, source_id: str, *, offset: object = 0, limit: object = 50, status: str | None = None) -> dict:
+def source_images(
+    lake: ReadLake, source_id: str, *, offset: object = 0, limit: object = 50, status: str | None = None
+) -> dict:
     """A page of a source's scanned images (by uri), each with its faces (box, pose, gender, age)."""
     src = get_source(lake, source_id)
     o, n = page(offset, limit)
@@ -346,18 +342,7 @@ def source_images(lake, source_id: str, *, offset: object = 0, limit: object = 5
     }
 
 
-def _read_filtered(lake, table: str, where: dict, columns: list[str]) -> list[dict]:
-    """Rows of a table; a reader Snapshot cannot filter data files that merges wrote with string_view columns
-    (the files table), so those are read through the Lake at the snapshot's version."""
-    try:
-        return lake.read(table, where=where, columns=columns).to_pylist()
-    except pa.ArrowNotImplementedError:
-        if not _has_light(lake):
-            raise
-        return lake.lake.read(table, where=where, columns=columns, version=lake.version(table)).to_pylist()
-
-
-def image_locations(lake, sha256: str) -> list[dict]:
+def image_locations(lake: ReadLake, sha256: str) -> list[dict]:
     """Every recorded location of the image with this content hash, each with the folder of the source it
     was scanned under (None for files enrolled by name): images, files (copies, renames), then the faces of
     persons. Served only after checks (api/images.py): the file there may have changed or be something else."""
@@ -374,7 +359,7 @@ def image_locations(lake, sha256: str) -> list[dict]:
     ):
         key = "image_sha256" if table != "files" else "sha256"
         cols = [col, "source_id"] if has_source else [col]
-        for r in _read_filtered(lake, table, {key: sha256}, cols):
+        for r in lake.read(table, where={key: sha256}, columns=cols).to_pylist():
             uri, sid = r[col], r.get("source_id")
             if not uri or uri.startswith("<") or (uri, sid) in seen:
                 continue
@@ -384,7 +369,7 @@ def image_locations(lake, sha256: str) -> list[dict]:
     return out
 
 
-def get_person(lake, person_id: str, list_id: str | None = None) -> dict:
+def get_person(lake: ReadLake, person_id: str, list_id: str | None = None) -> dict:
     """The seed's /person record (as ops.persons.get_person), read from light columns only."""
     from .persons import _public as seed_public
 

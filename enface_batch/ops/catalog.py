@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 import pyarrow.compute as pc
 
+from ..lake.protocols import ReadLake
 from ..lake.schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID, SOURCE_DEFAULTS
 from ..lake.store import Lake, now
 from . import validate
@@ -23,7 +24,7 @@ def _iso(row: dict) -> dict:
     return {k: (v.isoformat().replace("+00:00", "Z") if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
 
-def require_lists(lake: Lake, list_ids: Iterable[str], param: str) -> list[str]:
+def require_lists(lake: ReadLake, list_ids: Iterable[str], param: str) -> list[str]:
     ids = validate.uuid_list(list(list_ids), param)
     if ids:
         found = set(lake.read("person_lists", where={"list_id": ids}, columns=["list_id"])["list_id"].to_pylist())
@@ -33,7 +34,7 @@ def require_lists(lake: Lake, list_ids: Iterable[str], param: str) -> list[str]:
     return ids
 
 
-def get_group(lake: Lake, group_id: str) -> dict:
+def get_group(lake: ReadLake, group_id: str) -> dict:
     gid = validate.uuid_str(group_id, "group_id")
     rows = lake.read("source_groups", where={"group_id": gid}).to_pylist()
     if not rows:
@@ -41,7 +42,7 @@ def get_group(lake: Lake, group_id: str) -> dict:
     return rows[0]
 
 
-def get_source(lake: Lake, source_id: str) -> dict:
+def get_source(lake: ReadLake, source_id: str) -> dict:
     sid = validate.uuid_str(source_id, "source_id")
     rows = lake.read("sources", where={"source_id": sid}).to_pylist()
     if not rows:
@@ -57,7 +58,7 @@ def create_list(lake: Lake, name: str) -> dict:
     return {"status": "ok", "message": "person list created", "list_id": list_id, "spent": _spent(t0)}
 
 
-def list_lists(lake: Lake) -> list[dict]:
+def list_lists(lake: ReadLake) -> list[dict]:
     lists = lake.read("person_lists").to_pylist()
     persons = lake.read("persons", columns=["list_id"])
     counts = dict(zip(*pc.value_counts(persons["list_id"]).flatten(), strict=True)) if persons.num_rows else {}
@@ -80,7 +81,7 @@ def create_group(lake: Lake, name: str, person_list_search: Iterable[str] | None
     return {"status": "ok", "message": "source group created", "group_id": group_id, "spent": _spent(t0)}
 
 
-def list_groups(lake: Lake) -> list[dict]:
+def list_groups(lake: ReadLake) -> list[dict]:
     rows = lake.read("source_groups").to_pylist()
     return [_iso({**r, "default": r["group_id"] == DEFAULT_GROUP_ID}) for r in sorted(rows, key=lambda r: r["created"])]
 
@@ -128,7 +129,7 @@ def create_source(
     return {"status": "ok", "message": "source created", "source_id": row["source_id"], "spent": _spent(t0)}
 
 
-def list_sources(lake: Lake, group_id: str | None = None) -> list[dict]:
+def list_sources(lake: ReadLake, group_id: str | None = None) -> list[dict]:
     where = {"group_id": get_group(lake, group_id)["group_id"]} if group_id else None
     rows = lake.read("sources", where=where).to_pylist()
     return [

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from ..analyze import Analyzer, ImageResult
 from ..imaging import ImageError, decode
+from ..lake.protocols import ReadLake
 from ..lake.schemas import DEFAULT_LIST_ID
 from ..lake.store import Lake, now
 from ..settings import get_settings
@@ -37,7 +38,7 @@ def analyze_one(analyzer: Analyzer, image: str | bytes, *, features: list[str], 
     return res
 
 
-def _person(lake: Lake, person_id: str, list_id: str | None) -> dict:
+def _person(lake: ReadLake, person_id: str, list_id: str | None) -> dict:
     pid = validate.uuid_str(person_id, "person_id")
     lid = validate.uuid_str(list_id, "list_id") if list_id else DEFAULT_LIST_ID
     rows = lake.read("persons", where={"person_id": pid, "list_id": lid}).to_pylist()
@@ -170,11 +171,11 @@ def _public(row: dict) -> dict:
     }
 
 
-def get_person(lake: Lake, person_id: str, list_id: str | None = None) -> dict:
+def get_person(lake: ReadLake, person_id: str, list_id: str | None = None) -> dict:
     return _public(_person(lake, person_id, list_id))
 
 
-def person_photos(lake: Lake, person_id: str, list_id: str | None = None) -> dict:
+def person_photos(lake: ReadLake, person_id: str, list_id: str | None = None) -> dict:
     """The photos a person is in (its person_faces rows with the files that hold each photo)."""
     row = _person(lake, person_id, list_id)
     photos = photos_of(lake, row["person_id"], row["list_id"])
