@@ -30,7 +30,7 @@ from ..analyze import Analyzer, FeatureUnavailable
 from ..lake.reader import LakeReader, Snapshot
 from ..lake.schemas import TABLES
 from ..lake.store import Lake
-from ..ops import browse, catalog, uploads, validate
+from ..ops import browse, catalog, persons, uploads, validate
 from ..ops.errors import BadRequest, EnfaceError, Forbidden
 from ..settings import get_settings
 from .images import image_response
@@ -338,7 +338,7 @@ def person_lists(caller: CallerDep):
 def person(body: PersonBody, caller: CallerDep):
     """A person record by id (in the default list unless list_id is given)."""
     caller.user(body.token)
-    return browse.get_person(caller.snap, body.person_id, body.list_id)
+    return persons.get_person(caller.snap, body.person_id, body.list_id)
 
 
 @router.post("/detect", tags=["actions"], responses=ERRORS)

@@ -68,6 +68,7 @@ from . import validate
 from .catalog import require_lists
 from .errors import BadRequest
 from .identity import face_row
+from .shapes import spent
 
 log = logging.getLogger(__name__)
 
@@ -433,5 +434,5 @@ def dedup(
         "threshold": thr,
         "dry_run": dry_run,
         "run_id": run_id,
-        "spent": round((time.perf_counter() - t0) * 1000),
+        "spent": spent(t0),
     }

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from ..lake.protocols import ReadLake
 from ..lake.store import Lake, now
+from .shapes import iso
 
 NAMESPACE = uuid.UUID("0f6b7d1e-7a43-4c38-9b6c-2f1e5d9a8c47")
 HOW = ("created", "matched", "enrolled", "merged", "replaced")
@@ -151,7 +152,7 @@ def photos_of(lake: ReadLake, person_id: str, list_id: str) -> list[dict]:
                 "how": f["how"],
                 "score": None if f["score"] is None else round(float(f["score"]), 2),
                 "source_id": f["source_id"],
-                "added": f["added"].isoformat().replace("+00:00", "Z") if f["added"] else None,
+                "added": iso(f["added"]),
             }
         )
     return out
