@@ -176,6 +176,10 @@ class Lake:
     def version(self, name: str) -> int:
         return self.table(name).version()
 
+    def has_table(self, name: str) -> bool:
+        """Whether the table exists (a Delta log is there); reads nothing else and creates nothing."""
+        return DeltaTable.is_deltatable(self.table_uri(name), storage_options=self.options)
+
     def read(
         self,
         name: str,
