@@ -25,7 +25,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from enface_batch.lake.store import Lake, now
 from enface_batch.ops import catalog
-from enface_batch.scan import list_files, plan
+from enface_batch.scan_plan import list_files, plan
 from enface_batch.settings import get_settings
 
 

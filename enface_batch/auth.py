@@ -28,6 +28,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from .lake.protocols import ReadLake
 from .lake.store import Lake, now
 from .ops.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from .settings import get_settings
@@ -79,12 +80,12 @@ def check_password(password: object) -> str:
     return password
 
 
-def find_user(lake, email: str) -> dict | None:
+def find_user(lake: ReadLake, email: str) -> dict | None:
     rows = lake.read("users", where={"email": normalise_email(email)}).to_pylist()
     return rows[0] if rows else None
 
 
-def get_user(lake, user_id: str) -> dict | None:
+def get_user(lake: ReadLake, user_id: str) -> dict | None:
     rows = lake.read("users", where={"user_id": user_id}, columns=["user_id", "email"]).to_pylist()
     return rows[0] if rows else None
 
@@ -94,7 +95,7 @@ def password_stamp(password_hash: str) -> str:
     return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
 
-def _require_user(lake, email: str) -> dict:
+def _require_user(lake: ReadLake, email: str) -> dict:
     user = find_user(lake, email)
     if user is None:
         raise NotFound(f"no user {normalise_email(email)}")
@@ -167,7 +168,7 @@ def _days(value: object, param: str, *, integer: bool) -> float:
     return days
 
 
-def login(lake, email: str, password: str, valid_days: object = 1, *, secret: str | None = None) -> dict:
+def login(lake: ReadLake, email: str, password: str, valid_days: object = 1, *, secret: str | None = None) -> dict:
     """The seed's /user/login: a JWT temporary token for valid_days days; 403 for wrong credentials."""
     addr = normalise_email(email)
     pw = check_password(password)
@@ -252,7 +253,7 @@ def create_token(
     }
 
 
-def list_tokens(lake, user_id: str) -> list[dict]:
+def list_tokens(lake: ReadLake, user_id: str) -> list[dict]:
     """The seed's /tokens: a user's permanent tokens (ids and expiry; the tokens themselves are not kept)."""
     rows = lake.read("tokens", where={"user_id": user_id}, columns=["token_id", "created", "expires"]).to_pylist()
     t = now()
@@ -273,7 +274,7 @@ MISSING = (
 )
 
 
-def authenticate(lake, *, header: str | None, param: str | None, secret: str) -> dict:
+def authenticate(lake: ReadLake, *, header: str | None, param: str | None, secret: str) -> dict:
     """The user a request acts for: a JWT in the `token` header, or a permanent token as the `token` parameter.
 
     The result has the user's id and email, `via` and `expires` (when the credential ends; None = never)."""

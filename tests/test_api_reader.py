@@ -13,7 +13,7 @@ from enface_batch.index import PersonIndex
 from enface_batch.lake.reader import LakeReader, ReadOnlyLake
 from enface_batch.lake.schemas import DEFAULT_LIST_ID
 from enface_batch.lake.store import now
-from enface_batch.ops import browse, catalog, persons
+from enface_batch.ops import catalog, persons
 from enface_batch.ops.identity import face_row
 
 DIM = 128
@@ -76,19 +76,19 @@ def test_snapshot_reads_like_the_lake_and_stays_pinned(lake):
     assert catalog.list_lists(snap) == catalog.list_lists(lake)
     assert catalog.list_groups(snap) == catalog.list_groups(lake)
     pid = lake.read("persons", columns=["person_id"])["person_id"][0].as_py()
-    assert browse.get_person(snap, pid, vip) == persons.get_person(lake, pid, vip)
+    assert persons.get_person(snap, pid, vip) == persons.get_person(lake, pid, vip)
     before = snap.version("persons")
     # A merge rewrites files (string_view columns); the pinned snapshot does not move, a new one sees it.
     persons.update_person(lake, pid, list_id=vip, fields=["changed"])
     lake.append("persons", _rows(3, vip, rng, "b"))
     assert snap.version("persons") == before
     assert snap.read("persons", where={"list_id": vip}).num_rows == 5
-    assert browse.get_person(snap, pid, vip)["fields"] != ["changed"]
+    assert persons.get_person(snap, pid, vip)["fields"] != ["changed"]
     fresh = reader.snapshot()
     assert fresh.version("persons") == lake.version("persons")
     assert fresh.read("persons", where={"list_id": vip}, columns=["person_id"]).num_rows == 8
-    assert browse.get_person(fresh, pid, vip)["fields"] == ["changed"]
-    assert browse.get_person(fresh, pid, vip) == persons.get_person(lake, pid, vip)
+    assert persons.get_person(fresh, pid, vip)["fields"] == ["changed"]
+    assert persons.get_person(fresh, pid, vip) == persons.get_person(lake, pid, vip)
     # heavy columns come from the pinned files too
     heavy = fresh.read("persons", where={"list_id": vip}, columns=["person_id", "thumb", "embedding"])
     assert heavy.num_rows == 8 and len(heavy["embedding"][0]) == DIM

@@ -22,7 +22,7 @@ def test_s3_endpoint_setting_is_used_when_images_are_read(s3_endpoint, test_data
     import numpy as np
 
     from enface_batch.index import PersonIndex
-    from enface_batch.scan import file_sha256, list_files
+    from enface_batch.scan_plan import file_sha256, list_files
 
     photo = (test_data / PHOTO).read_bytes()
     prefix = f"ep-{uuid.uuid4().hex}"

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from enface_batch.analyze import Face
-from enface_batch.ops.faces import face_json
+from enface_batch.ops.shapes import face_json
 
 
 def _face(**features) -> Face:

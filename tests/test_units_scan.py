@@ -16,7 +16,8 @@ from enface_batch.lake.schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID
 from enface_batch.lake.store import Lake
 from enface_batch.models import load_pack
 from enface_batch.ops import catalog
-from enface_batch.scan import FileEntry, Plan, ScanWriter, analyze_chunk, chunks, plan, scan_source
+from enface_batch.scan import Plan, ScanWriter, analyze_chunk, chunks, plan, scan_source
+from enface_batch.scan_plan import FileEntry
 
 
 # ------------------------------------------------------------------------------------------------ chunks

@@ -27,6 +27,7 @@ from fastapi.responses import Response
 from PIL import Image, UnidentifiedImageError
 
 from .. import imaging
+from ..lake.protocols import ReadLake
 from ..lake.store import fsspec_options
 from ..ops import browse
 from ..ops.errors import EnfaceError, NotFound
@@ -151,7 +152,7 @@ def serve_location(loc: Location, sha256: str) -> Response:
     )
 
 
-def image_response(lake, sha256: str) -> Response:
+def image_response(lake: ReadLake, sha256: str) -> Response:
     """The first recorded location of the image that passes every check; 404 or 410 with the reasons."""
     locations = [Location(**x) for x in browse.image_locations(lake, sha256)]
     if not locations:

@@ -168,8 +168,10 @@ class LakeReader:
 
 
 class Snapshot:
-    """The lake as of one version per table (pinned on first use). Reads only: it quacks like a Lake for
-    ``read``/``version`` so the ops' read functions run on it unchanged; writes raise :class:`ReadOnlyLake`."""
+    """The lake as of one version per table (pinned on first use). A ReadLake (lake/protocols.py), so the
+    ops' read functions run on it unchanged; writes raise :class:`ReadOnlyLake`."""
+
+    light_columns = True  # persons / person_faces reads may ask for "__has_image" / "__has_thumb"
 
     def __init__(self, reader: LakeReader) -> None:
         self.reader = reader
@@ -221,6 +223,17 @@ class Snapshot:
         t = self.reader.table(name)
         if not t.plain:
             return self.lake.read(name, where=where, columns=columns, version=pinned)
+        try:
+            return self._read_pinned(t, pinned, files, where, columns)
+        except pa.ArrowNotImplementedError:
+            # Data files that merges wrote with string_view columns (the files table) which this plain reading
+            # cannot filter: read through the Lake at the pinned version.
+            return self.lake.read(name, where=where, columns=columns, version=pinned)
+
+    @staticmethod
+    def _read_pinned(
+        t: _Table, pinned: int, files: tuple[str, ...], where: dict[str, object] | None, columns: Sequence[str] | None
+    ) -> pa.Table:
         schema = t.schema
         cols = list(columns) if columns else schema.names
         expr = _filter(schema, where)

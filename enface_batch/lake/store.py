@@ -72,7 +72,12 @@ def read_dataset(
 
 
 class Lake:
-    """Tables of one lake. Creating a Lake creates missing tables and the seed's default list, group, source."""
+    """Tables of one lake. Creating a Lake creates missing tables and the seed's default list, group, source.
+
+    A :class:`~enface_batch.lake.protocols.ReadLake` (and the only class that writes tables).
+    """
+
+    light_columns = False  # reads return the heavy columns themselves (no "__has_image"): see ReadLake
 
     def __init__(self, uri: str | None = None, *, create: bool = True) -> None:
         self.uri = str(uri or get_settings().lake).rstrip("/")
@@ -170,6 +175,10 @@ class Lake:
 
     def version(self, name: str) -> int:
         return self.table(name).version()
+
+    def has_table(self, name: str) -> bool:
+        """Whether the table exists (a Delta log is there); reads nothing else and creates nothing."""
+        return DeltaTable.is_deltatable(self.table_uri(name), storage_options=self.options)
 
     def read(
         self,

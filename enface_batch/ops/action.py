@@ -15,16 +15,17 @@ from dataclasses import asdict, dataclass, field
 
 from ..analyze import Analyzer, Face, ImageResult
 from ..imaging import jpeg_bytes
+from ..lake.protocols import ReadLake
 from ..lake.schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID
 from ..lake.store import Lake, now
 from ..scoring import Calibration, calibration_for
 from . import validate
 from .catalog import get_group, get_source, require_lists
 from .errors import BadRequest
-from .faces import face_json
 from .identity import face_id, face_row
 from .quality import FaceQuality
 from .search import PersonSearch, Searcher
+from .shapes import error_image, face_json, spent
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Rules:
 
 
 def resolve_rules(
-    lake: Lake,
+    lake: ReadLake,
     calibration: Calibration,
     *,
     group_id: str | None = None,
@@ -353,16 +354,29 @@ def action(
     engine = ActionEngine(lake, analyzer)
     rules = resolve_rules(lake, engine.calibration, **rule_params)
     run_id = str(uuid.uuid4())
-    out = []
-    for res in analyzer.analyze_uris(list(uris), features=rules.feature_check, multi=multi):
-        if res.error:
-            out.append({"image": res.uri, "status": "error", "reason": res.reason, "message": res.error, "faces": []})
-            continue
-        faces = []
-        for face, outcome in zip(
-            res.faces, engine.process(res, rules, results=k, drop_image=drop_image, run_id=run_id), strict=True
-        ):
-            faces.append({**face_json(face, bbox=bbox, bbox_pro=bbox_pro, thumb=thumb), **outcome})
-        out.append({"image": res.uri, "status": res.status, "faces_total": len(faces), "faces": faces})
+    shape = {"bbox": bbox, "bbox_pro": bbox_pro, "thumb": thumb}
+    out = [
+        search_image(engine, res, rules, results=k, drop_image=drop_image, run_id=run_id, **shape)
+        for res in analyzer.analyze_uris(list(uris), features=rules.feature_check, multi=multi)
+    ]
     engine.commit()
-    return {"status": "ok", "results": out, "spent": round((time.perf_counter() - t0) * 1000)}
+    return {"status": "ok", "results": out, "spent": spent(t0)}
+
+
+def search_image(
+    engine: ActionEngine,
+    res: ImageResult,
+    rules: Rules,
+    *,
+    results: int,
+    drop_image: bool,
+    run_id: str | None = None,
+    **shape: bool,
+) -> dict:
+    """One image of an /action response: per face, its matches and the persons it created (or its error).
+    The CLI's action and the endpoint's search-only /action both answer with it."""
+    if res.error:
+        return error_image(res)
+    outcomes = engine.process(res, rules, results=results, drop_image=drop_image, run_id=run_id)
+    faces = [{**face_json(face, **shape), **o} for face, o in zip(res.faces, outcomes, strict=True)]
+    return {"image": res.uri, "status": res.status, "faces_total": len(faces), "faces": faces}

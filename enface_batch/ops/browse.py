@@ -1,47 +1,23 @@
 """Read helpers for people who would rather look than read: pages of a list's persons with thumbs, a person's
 faces with the images they came from and the photos they were matched in, and the images of a source.
 
-Beyond the seed. Every function only reads (a Lake or a reader Snapshot), and returns JSON-ready dicts.
+Beyond the seed. Every function only reads (a ReadLake: a Lake or a reader Snapshot), and returns JSON-ready dicts.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import re
 
-import pyarrow as pa
-
-from ..lake.schemas import DEFAULT_LIST_ID
+from ..lake.protocols import ReadLake
 from ..scoring import DEFAULT_EMBEDDER, calibration_for
-from . import validate
 from .catalog import get_source, require_lists
-from .errors import BadRequest, NotFound
+from .errors import BadRequest
+from .persons import person_record, person_rows
+from .shapes import iso, person_json
 
 MAX_PAGE = 500
 IMAGE_STATUSES = ("faces", "no_faces", "error")
-_PERSON_LIGHT = [
-    "person_id",
-    "list_id",
-    "created",
-    "updated",
-    "source_id",
-    "group_id",
-    "status",
-    "fields",
-    "features",
-    "yaw",
-    "square",
-    "bbox",
-    "image_uri",
-    "image_sha256",
-    "face_index",
-    "model",
-]
-
-
-def _iso(v):
-    return v.isoformat().replace("+00:00", "Z") if hasattr(v, "isoformat") else v
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -58,60 +34,17 @@ def page(offset: object, limit: object) -> tuple[int, int]:
     return o, n
 
 
-def _has_light(lake) -> bool:
-    """A reader Snapshot caches light persons columns and knows which rows have an image."""
-    return hasattr(lake, "reader")
-
-
-def _one_person(lake, person_id: str, list_id: str | None) -> dict:
-    pid = validate.uuid_str(person_id, "person_id")
-    lid = validate.uuid_str(list_id, "list_id") if list_id else DEFAULT_LIST_ID
-    rows = _person_rows(lake, {"person_id": pid, "list_id": lid})
-    if not rows:
-        raise NotFound(f"person {pid} not found in list {lid}")
-    return rows[0]
-
-
-def _person_rows(lake, where: dict) -> list[dict]:
-    if _has_light(lake):
-        rows = lake.read("persons", where=where, columns=[*_PERSON_LIGHT, "__has_image", "__has_thumb"]).to_pylist()
-        for r in rows:
-            r["has_image"], r["has_thumb"] = r.pop("__has_image"), r.pop("__has_thumb")
-        return rows
-    rows = lake.read("persons", where=where, columns=[*_PERSON_LIGHT, "image", "thumb"]).to_pylist()
-    for r in rows:
-        r["has_image"], r["has_thumb"] = r.pop("image") is not None, r.pop("thumb") is not None
-    return rows
-
-
-def _public(r: dict) -> dict:
-    return {
-        "person_id": r["person_id"],
-        "list_id": r["list_id"],
-        "created": _iso(r["created"]),
-        "updated": _iso(r["updated"]),
-        "group_id": r["group_id"],
-        "source_id": r["source_id"],
-        "status": r["status"],
-        "features": [{"name": k, "value": v} for k, v in sorted(json.loads(r["features"] or "{}").items())],
-        "fields": list(r["fields"] or []),
-        "yaw": r["yaw"],
-        "square": r["square"],
-        "image": r["has_image"],
-    }
-
-
-def _thumbs(lake, table: str, where: dict, key: str) -> dict[str, str | None]:
+def _thumbs(lake: ReadLake, table: str, where: dict, key: str) -> dict[str, str | None]:
     rows = lake.read(table, where=where, columns=[key, "thumb"])
     return {k: _b64(t) for k, t in zip(rows[key].to_pylist(), rows["thumb"].to_pylist(), strict=True)}
 
 
-def list_persons(lake, list_id: str, *, offset: object = 0, limit: object = 50, thumbs: bool = True) -> dict:
+def list_persons(lake: ReadLake, list_id: str, *, offset: object = 0, limit: object = 50, thumbs: bool = True) -> dict:
     """A page of a list's persons, oldest first, each with its fields, its number of faces and its thumb."""
     lid = require_lists(lake, [list_id], "list_id")[0]
     o, n = page(offset, limit)
     name = lake.read("person_lists", where={"list_id": lid}, columns=["name"])["name"][0].as_py()
-    rows = sorted(_person_rows(lake, {"list_id": lid}), key=lambda r: (r["created"], r["person_id"]))
+    rows = sorted(person_rows(lake, {"list_id": lid}), key=lambda r: (r["created"], r["person_id"]))
     chosen = rows[o : o + n]
     ids = [r["person_id"] for r in chosen]
     counts: dict[str, int] = {}
@@ -124,7 +57,7 @@ def list_persons(lake, list_id: str, *, offset: object = 0, limit: object = 50, 
     thumb = _thumbs(lake, "persons", {"list_id": lid, "person_id": ids}, "person_id") if thumbs and ids else {}
     persons = [
         {
-            **_public(r),
+            **person_json(r, detail=True),
             "faces": counts.get(r["person_id"], 1),
             "photos": photos.get(r["person_id"], 1),
             "thumb": thumb.get(r["person_id"]),
@@ -142,7 +75,7 @@ def list_persons(lake, list_id: str, *, offset: object = 0, limit: object = 50, 
     }
 
 
-def source_roots(lake) -> dict[str, str | None]:
+def source_roots(lake: ReadLake) -> dict[str, str | None]:
     """Each source's folder or URI, by source id."""
     rows = lake.read("sources", columns=["source_id", "uri"]).to_pylist()
     return {r["source_id"]: r["uri"] for r in rows}
@@ -179,7 +112,7 @@ def _distinct_photos(pf) -> dict[str, int]:
     return {p: len(s) for p, s in seen.items()}
 
 
-def _images_by_sha(lake, shas: list[str], roots: dict[str, str | None]) -> dict[str, dict]:
+def _images_by_sha(lake: ReadLake, shas: list[str], roots: dict[str, str | None]) -> dict[str, dict]:
     shas = sorted({s for s in shas if s})
     if not shas:
         return {}
@@ -187,7 +120,7 @@ def _images_by_sha(lake, shas: list[str], roots: dict[str, str | None]) -> dict[
     out: dict[str, dict] = {}
     for r in lake.read("images", where={"image_sha256": shas}, columns=cols).to_pylist():
         uri = display_path(r["uri"], roots.get(r["source_id"]))
-        out.setdefault(r["image_sha256"], {**r, "uri": uri, "scanned": _iso(r["scanned"])})
+        out.setdefault(r["image_sha256"], {**r, "uri": uri, "scanned": iso(r["scanned"])})
     return out
 
 
@@ -210,7 +143,7 @@ def _min_score(value: object, model: str | None) -> float:
 
 
 def person_detail(
-    lake,
+    lake: ReadLake,
     person_id: str,
     list_id: str | None = None,
     *,
@@ -220,7 +153,7 @@ def person_detail(
 ) -> dict:
     """A person with all its faces (person_faces: the face that made it, faces scans matched to it, enrolled
     and merged ones), each with the image it came from; and the scanned photos it is in, newest first."""
-    r = _one_person(lake, person_id, list_id)
+    r = person_record(lake, person_id, list_id)
     pid, lid = r["person_id"], r["list_id"]
     n_appear = 0 if str(appearances) == "0" else page(0, appearances)[1]
     roots = source_roots(lake)
@@ -235,7 +168,7 @@ def person_detail(
             "kind": f.pop("how"),
             "score": None if f["score"] is None else round(float(f["score"]), 2),
             "bbox": boxes.get((f["image_sha256"], f["face_index"])),
-            "added": _iso(f["added"]),
+            "added": iso(f["added"]),
         }
         for f in rows
     ]
@@ -251,7 +184,7 @@ def person_detail(
     images = _images_by_sha(lake, [f["image_sha256"] for f in faces], roots)
     for f in faces:
         f["image"] = images.get(f["image_sha256"])
-    out = {"status": "ok", **_public(r), "faces": faces}
+    out = {"status": "ok", **person_json(r, detail=True), "faces": faces}
     if thumbs:
         out.update(thumb=out_thumb, crop=out_crop)
     if n_appear:
@@ -260,7 +193,7 @@ def person_detail(
     return out
 
 
-def _boxes(lake, keys: list[tuple[str | None, int | None]]) -> dict[tuple[str, int], list[float]]:
+def _boxes(lake: ReadLake, keys: list[tuple[str | None, int | None]]) -> dict[tuple[str, int], list[float]]:
     shas = sorted({s for s, _ in keys if s})
     if not shas:
         return {}
@@ -275,7 +208,7 @@ def _boxes(lake, keys: list[tuple[str | None, int | None]]) -> dict[tuple[str, i
     }
 
 
-def appearances_of(lake, person_id: str, list_id: str, *, limit: int, min_score: float) -> list[dict]:
+def appearances_of(lake: ReadLake, person_id: str, list_id: str, *, limit: int, min_score: float) -> list[dict]:
     """The scanned photos a person is in (its person_faces rows that came from a source), newest first;
     faces matched to it count when they scored at least min_score."""
     cols = ["action_id", "added", "source_id", "image_sha256", "image_uri", "face_index", "score", "how"]
@@ -289,7 +222,7 @@ def appearances_of(lake, person_id: str, list_id: str, *, limit: int, min_score:
         {
             **a,
             "image_uri": display_path(a["image_uri"], roots.get(a["source_id"])),
-            "created": _iso(a.pop("added")),
+            "created": iso(a.pop("added")),
             "score": None if a["score"] is None else round(float(a["score"]), 2),
             "bbox": boxes.get((a["image_sha256"], a["face_index"])),
             "image": images.get(a["image_sha256"]),
@@ -298,7 +231,9 @@ def appearances_of(lake, person_id: str, list_id: str, *, limit: int, min_score:
     ]
 
 
-def source_images(lake, source_id: str, *, offset: object = 0, limit: object = 50, status: str | None = None) -> dict:
+def source_images(
+    lake: ReadLake, source_id: str, *, offset: object = 0, limit: object = 50, status: str | None = None
+) -> dict:
     """A page of a source's scanned images (by uri), each with its faces (box, pose, gender, age)."""
     src = get_source(lake, source_id)
     o, n = page(offset, limit)
@@ -338,7 +273,7 @@ def source_images(lake, source_id: str, *, offset: object = 0, limit: object = 5
                 "message": _no_server_paths(
                     r["message"] and r["message"].replace(r["uri"] or "\0", display_path(r["uri"], src["uri"]))
                 ),
-                "scanned": _iso(r["scanned"]),
+                "scanned": iso(r["scanned"]),
                 "face_list": faces.get(r["image_sha256"], []),
             }
             for r in chosen
@@ -346,18 +281,7 @@ def source_images(lake, source_id: str, *, offset: object = 0, limit: object = 5
     }
 
 
-def _read_filtered(lake, table: str, where: dict, columns: list[str]) -> list[dict]:
-    """Rows of a table; a reader Snapshot cannot filter data files that merges wrote with string_view columns
-    (the files table), so those are read through the Lake at the snapshot's version."""
-    try:
-        return lake.read(table, where=where, columns=columns).to_pylist()
-    except pa.ArrowNotImplementedError:
-        if not _has_light(lake):
-            raise
-        return lake.lake.read(table, where=where, columns=columns, version=lake.version(table)).to_pylist()
-
-
-def image_locations(lake, sha256: str) -> list[dict]:
+def image_locations(lake: ReadLake, sha256: str) -> list[dict]:
     """Every recorded location of the image with this content hash, each with the folder of the source it
     was scanned under (None for files enrolled by name): images, files (copies, renames), then the faces of
     persons. Served only after checks (api/images.py): the file there may have changed or be something else."""
@@ -374,7 +298,7 @@ def image_locations(lake, sha256: str) -> list[dict]:
     ):
         key = "image_sha256" if table != "files" else "sha256"
         cols = [col, "source_id"] if has_source else [col]
-        for r in _read_filtered(lake, table, {key: sha256}, cols):
+        for r in lake.read(table, where={key: sha256}, columns=cols).to_pylist():
             uri, sid = r[col], r.get("source_id")
             if not uri or uri.startswith("<") or (uri, sid) in seen:
                 continue
@@ -382,11 +306,3 @@ def image_locations(lake, sha256: str) -> list[dict]:
             root = roots.get(sid) if sid else None
             out.append({"uri": uri, "root": root, "source_id": sid})
     return out
-
-
-def get_person(lake, person_id: str, list_id: str | None = None) -> dict:
-    """The seed's /person record (as ops.persons.get_person), read from light columns only."""
-    from .persons import _public as seed_public
-
-    r = _one_person(lake, person_id, list_id)
-    return seed_public({**r, "image": b"" if r["has_image"] else None})

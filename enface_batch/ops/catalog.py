@@ -9,21 +9,15 @@ from collections.abc import Iterable
 
 import pyarrow.compute as pc
 
+from ..lake.protocols import ReadLake
 from ..lake.schemas import DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID, SOURCE_DEFAULTS
 from ..lake.store import Lake, now
 from . import validate
 from .errors import BadRequest, NotFound
+from .shapes import iso_row, spent
 
 
-def _spent(t0: float) -> int:
-    return round((time.perf_counter() - t0) * 1000)
-
-
-def _iso(row: dict) -> dict:
-    return {k: (v.isoformat().replace("+00:00", "Z") if hasattr(v, "isoformat") else v) for k, v in row.items()}
-
-
-def require_lists(lake: Lake, list_ids: Iterable[str], param: str) -> list[str]:
+def require_lists(lake: ReadLake, list_ids: Iterable[str], param: str) -> list[str]:
     ids = validate.uuid_list(list(list_ids), param)
     if ids:
         found = set(lake.read("person_lists", where={"list_id": ids}, columns=["list_id"])["list_id"].to_pylist())
@@ -33,7 +27,7 @@ def require_lists(lake: Lake, list_ids: Iterable[str], param: str) -> list[str]:
     return ids
 
 
-def get_group(lake: Lake, group_id: str) -> dict:
+def get_group(lake: ReadLake, group_id: str) -> dict:
     gid = validate.uuid_str(group_id, "group_id")
     rows = lake.read("source_groups", where={"group_id": gid}).to_pylist()
     if not rows:
@@ -41,7 +35,7 @@ def get_group(lake: Lake, group_id: str) -> dict:
     return rows[0]
 
 
-def get_source(lake: Lake, source_id: str) -> dict:
+def get_source(lake: ReadLake, source_id: str) -> dict:
     sid = validate.uuid_str(source_id, "source_id")
     rows = lake.read("sources", where={"source_id": sid}).to_pylist()
     if not rows:
@@ -54,16 +48,16 @@ def create_list(lake: Lake, name: str) -> dict:
     t0 = time.perf_counter()
     list_id = str(uuid.uuid4())
     lake.append("person_lists", [{"list_id": list_id, "name": validate.name(name), "created": now()}])
-    return {"status": "ok", "message": "person list created", "list_id": list_id, "spent": _spent(t0)}
+    return {"status": "ok", "message": "person list created", "list_id": list_id, "spent": spent(t0)}
 
 
-def list_lists(lake: Lake) -> list[dict]:
+def list_lists(lake: ReadLake) -> list[dict]:
     lists = lake.read("person_lists").to_pylist()
     persons = lake.read("persons", columns=["list_id"])
     counts = dict(zip(*pc.value_counts(persons["list_id"]).flatten(), strict=True)) if persons.num_rows else {}
     counts = {k.as_py(): v.as_py() for k, v in counts.items()}
     return [
-        _iso({**r, "default": r["list_id"] == DEFAULT_LIST_ID, "persons": counts.get(r["list_id"], 0)})
+        iso_row({**r, "default": r["list_id"] == DEFAULT_LIST_ID, "persons": counts.get(r["list_id"], 0)})
         for r in sorted(lists, key=lambda r: r["created"])
     ]
 
@@ -77,12 +71,14 @@ def create_group(lake: Lake, name: str, person_list_search: Iterable[str] | None
         "source_groups",
         [{"group_id": group_id, "name": validate.name(name), "person_list_search": lists, "created": now()}],
     )
-    return {"status": "ok", "message": "source group created", "group_id": group_id, "spent": _spent(t0)}
+    return {"status": "ok", "message": "source group created", "group_id": group_id, "spent": spent(t0)}
 
 
-def list_groups(lake: Lake) -> list[dict]:
+def list_groups(lake: ReadLake) -> list[dict]:
     rows = lake.read("source_groups").to_pylist()
-    return [_iso({**r, "default": r["group_id"] == DEFAULT_GROUP_ID}) for r in sorted(rows, key=lambda r: r["created"])]
+    return [
+        iso_row({**r, "default": r["group_id"] == DEFAULT_GROUP_ID}) for r in sorted(rows, key=lambda r: r["created"])
+    ]
 
 
 def _absolute(uri: str | None) -> str | None:
@@ -125,14 +121,14 @@ def create_source(
     if uri is not None and not str(uri).strip():
         raise BadRequest("uri must not be empty")
     lake.append("sources", [row])
-    return {"status": "ok", "message": "source created", "source_id": row["source_id"], "spent": _spent(t0)}
+    return {"status": "ok", "message": "source created", "source_id": row["source_id"], "spent": spent(t0)}
 
 
-def list_sources(lake: Lake, group_id: str | None = None) -> list[dict]:
+def list_sources(lake: ReadLake, group_id: str | None = None) -> list[dict]:
     where = {"group_id": get_group(lake, group_id)["group_id"]} if group_id else None
     rows = lake.read("sources", where=where).to_pylist()
     return [
-        _iso({**r, "default": r["source_id"] == DEFAULT_SOURCE_ID}) for r in sorted(rows, key=lambda r: r["created"])
+        iso_row({**r, "default": r["source_id"] == DEFAULT_SOURCE_ID}) for r in sorted(rows, key=lambda r: r["created"])
     ]
 
 
@@ -146,7 +142,7 @@ def update_group(lake: Lake, group_id: str, *, person_list_search: Iterable[str]
     row = get_group(lake, group_id)
     row["person_list_search"] = require_lists(lake, person_list_search or [], "person_list_search")
     lake.upsert("source_groups", [row], keys=["group_id"], insert=False)
-    return {"status": "ok", "message": "source group updated", "group_id": row["group_id"], "spent": _spent(t0)}
+    return {"status": "ok", "message": "source group updated", "group_id": row["group_id"], "spent": spent(t0)}
 
 
 def update_source(lake: Lake, source_id: str, **settings: object) -> dict:
@@ -173,4 +169,4 @@ def update_source(lake: Lake, source_id: str, **settings: object) -> dict:
     if row["uri"] is not None and not str(row["uri"]).strip():
         raise BadRequest("uri must not be empty")
     lake.upsert("sources", [row], keys=["source_id"], insert=False)
-    return {"status": "ok", "message": "source updated", "source_id": row["source_id"], "spent": _spent(t0)}
+    return {"status": "ok", "message": "source updated", "source_id": row["source_id"], "spent": spent(t0)}

@@ -69,6 +69,7 @@ from .catalog import require_lists
 from .errors import BadRequest
 from .identity import own_face
 from .refine import refine
+from .shapes import spent
 
 log = logging.getLogger(__name__)
 
@@ -425,5 +426,5 @@ def dedup(
         "threshold": thr,
         "dry_run": dry_run,
         "run_id": run_id,
-        "spent": round((time.perf_counter() - t0) * 1000),
+        "spent": spent(t0),
     }

@@ -27,6 +27,7 @@ from .catalog import list_lists, require_lists
 from .errors import BadRequest
 from .identity import face_row
 from .persons import create_person
+from .shapes import spent
 
 
 @dataclass
@@ -157,5 +158,5 @@ def enrol(
         if extra:
             lake.upsert("person_faces", extra, keys=["list_id", "face_id"])
             report["extra_faces"] += len(extra)
-    report["spent"] = round((time.perf_counter() - t0) * 1000)
+    report["spent"] = spent(t0)
     return report

@@ -19,7 +19,9 @@ from collections.abc import Iterable
 import numpy as np
 import pyarrow as pa
 
+from ..lake.protocols import ReadLake
 from ..lake.store import Lake, now
+from .shapes import iso
 
 NAMESPACE = uuid.UUID("0f6b7d1e-7a43-4c38-9b6c-2f1e5d9a8c47")
 HOW = ("created", "matched", "enrolled", "merged", "replaced", "moved")
@@ -104,7 +106,7 @@ def unit_rows(col: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
 
 
 def person_sums(
-    lake, list_id: str, dim: int, *, version: int | None = None
+    lake: ReadLake, list_id: str, dim: int, *, version: int | None = None
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Per person of a list: (person ids, sums of unit face embeddings, face counts), from `person_faces`.
 
@@ -144,7 +146,7 @@ def move_faces(
     return len(moved)
 
 
-def photos_of(lake, person_id: str, list_id: str) -> list[dict]:
+def photos_of(lake: ReadLake, person_id: str, list_id: str) -> list[dict]:
     """Every photo a person is in: its faces with the paths the photo was seen at (files) and how each came."""
     cols = ["face_id", "image_sha256", "face_index", "image_uri", "score", "how", "source_id", "added"]
     faces = lake.read("person_faces", where={"person_id": person_id, "list_id": list_id}, columns=cols).to_pylist()
@@ -167,7 +169,7 @@ def photos_of(lake, person_id: str, list_id: str) -> list[dict]:
                 "how": f["how"],
                 "score": None if f["score"] is None else round(float(f["score"]), 2),
                 "source_id": f["source_id"],
-                "added": f["added"].isoformat().replace("+00:00", "Z") if f["added"] else None,
+                "added": iso(f["added"]),
             }
         )
     return out

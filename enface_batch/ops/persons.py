@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 
 from ..analyze import Analyzer, ImageResult
 from ..imaging import ImageError, decode
+from ..lake.protocols import ReadLake
 from ..lake.schemas import DEFAULT_LIST_ID
 from ..lake.store import Lake, now
 from ..settings import get_settings
@@ -15,12 +15,8 @@ from . import validate
 from .action import ActionEngine, person_row
 from .catalog import require_lists
 from .errors import BadRequest, NotFound
-from .faces import face_json
 from .identity import face_id, face_row, photos_of
-
-
-def _spent(t0: float) -> int:
-    return round((time.perf_counter() - t0) * 1000)
+from .shapes import face_json, person_json, spent
 
 
 def analyze_one(analyzer: Analyzer, image: str | bytes, *, features: list[str], multi: bool) -> ImageResult:
@@ -37,13 +33,54 @@ def analyze_one(analyzer: Analyzer, image: str | bytes, *, features: list[str], 
     return res
 
 
-def _person(lake: Lake, person_id: str, list_id: str | None) -> dict:
+# The persons columns but the heavy ones (embedding, image, thumb): enough for a record or a page of them.
+PERSON_LIGHT = [
+    "person_id",
+    "list_id",
+    "created",
+    "updated",
+    "source_id",
+    "group_id",
+    "status",
+    "fields",
+    "features",
+    "yaw",
+    "square",
+    "bbox",
+    "image_uri",
+    "image_sha256",
+    "face_index",
+    "model",
+]
+
+
+def person_rows(lake: ReadLake, where: dict) -> list[dict]:
+    """Persons rows without their heavy columns, each with has_image and has_thumb."""
+    if lake.light_columns:  # a reader Snapshot knows which rows have an image without reading them
+        rows = lake.read("persons", where=where, columns=[*PERSON_LIGHT, "__has_image", "__has_thumb"]).to_pylist()
+        for r in rows:
+            r["has_image"], r["has_thumb"] = r.pop("__has_image"), r.pop("__has_thumb")
+        return rows
+    rows = lake.read("persons", where=where, columns=[*PERSON_LIGHT, "image", "thumb"]).to_pylist()
+    for r in rows:
+        r["has_image"], r["has_thumb"] = r.pop("image") is not None, r.pop("thumb") is not None
+    return rows
+
+
+def _person(lake: ReadLake, person_id: str, list_id: str | None, *, light: bool = False) -> dict:
+    """One person's row (all columns; light: those of person_rows), or NotFound."""
     pid = validate.uuid_str(person_id, "person_id")
     lid = validate.uuid_str(list_id, "list_id") if list_id else DEFAULT_LIST_ID
-    rows = lake.read("persons", where={"person_id": pid, "list_id": lid}).to_pylist()
+    where = {"person_id": pid, "list_id": lid}
+    rows = person_rows(lake, where) if light else lake.read("persons", where=where).to_pylist()
     if not rows:
         raise NotFound(f"person {pid} not found in list {lid}")
     return rows[0]
+
+
+def person_record(lake: ReadLake, person_id: str, list_id: str | None = None) -> dict:
+    """One person's light row (see person_rows), in the default list unless list_id is given; or NotFound."""
+    return _person(lake, person_id, list_id, light=True)
 
 
 def create_person(
@@ -151,30 +188,15 @@ def create_person(
     n_created = sum(p["created"] for p in persons)
     verb = "replaced" if replaced else "created"
     message = f"{n_created} person(s) {verb}" if res.faces else "no faces found"
-    return {"status": "ok", "message": message, "faces_total": len(res.faces), "persons": persons, "spent": _spent(t0)}
+    return {"status": "ok", "message": message, "faces_total": len(res.faces), "persons": persons, "spent": spent(t0)}
 
 
-def _public(row: dict) -> dict:
-    created = row["created"].isoformat().replace("+00:00", "Z")
-    return {
-        "person_id": row["person_id"],
-        "list_id": row["list_id"],
-        "created": created,
-        "group_id": row["group_id"],
-        "source_id": row["source_id"],
-        "status": row["status"],
-        "features": [{"name": k, "value": v} for k, v in sorted(json.loads(row["features"] or "{}").items())],
-        "fields": list(row["fields"] or []),
-        "yaw": row["yaw"],
-        "image": row["image"] is not None,
-    }
+def get_person(lake: ReadLake, person_id: str, list_id: str | None = None) -> dict:
+    """The seed's /person record (read from the light columns: the CLI's and the endpoint's one path)."""
+    return person_json(person_record(lake, person_id, list_id))
 
 
-def get_person(lake: Lake, person_id: str, list_id: str | None = None) -> dict:
-    return _public(_person(lake, person_id, list_id))
-
-
-def person_photos(lake: Lake, person_id: str, list_id: str | None = None) -> dict:
+def person_photos(lake: ReadLake, person_id: str, list_id: str | None = None) -> dict:
     """The photos a person is in (its person_faces rows with the files that hold each photo)."""
     row = _person(lake, person_id, list_id)
     photos = photos_of(lake, row["person_id"], row["list_id"])

@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from ..index import PersonIndex
+from ..lake.protocols import ReadLake
 from ..lake.store import Lake
 from .identity import person_sums, template_vectors
 
@@ -40,12 +41,12 @@ class _List:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def build_index(lake: Lake, list_id: str, dim: int, version: int | None = None) -> PersonIndex:
+def build_index(lake: ReadLake, list_id: str, dim: int, version: int | None = None) -> PersonIndex:
     """A list's index of person templates from the tables (person_faces as of `version`)."""
     return _build(lake, list_id, dim, version).index
 
 
-def _build(lake: Lake, list_id: str, dim: int, version: int | None) -> _List:
+def _build(lake: ReadLake, list_id: str, dim: int, version: int | None) -> _List:
     version = lake.version("person_faces") if version is None else version
     ids, sums, counts = person_sums(lake, list_id, dim, version=version)
     vectors = template_vectors(sums, counts) if ids else np.zeros((0, dim), np.float32)

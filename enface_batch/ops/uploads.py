@@ -1,33 +1,28 @@
 """/detect, /compare and a search-only /action over uploaded image bytes (the endpoint's inputs).
 
-Same response shapes as ops.detect and ops.action, which take paths; nothing here writes to the lake.
+The input adapter for uploads: bytes become `analyze.ImageResult`s, then the same code as for paths answers
+(ops.detect, ops.action.search_image); only the policy differs (a bad image is a 400 here). Nothing here writes
+to the lake.
 """
 
 from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from ..analyze import Analyzer, FeatureUnavailable, ImageResult, check_features
 from ..imaging import DecodedImage, ImageError, decode
-from ..scoring import calibration_for
 from ..settings import get_settings
 from . import validate
-from .action import ActionEngine, resolve_rules
-from .detect import image_json
+from .action import ActionEngine, resolve_rules, search_image
+from .detect import compare_faces, detect_results
 from .errors import BadRequest
-from .faces import face_json
+from .shapes import spent
 
 SEARCH_ONLY = (
     "this endpoint is read-only: /action searches and creates no persons. Persons are created by the scan flow "
     "(`enface run`) or the CLI (`enface action`, `enface person create`, `enface enrol`); leave out "
     "person_list_add and new_person_threshold (or send new_person_threshold=never)"
 )
-
-
-def _spent(t0: float) -> int:
-    return round((time.perf_counter() - t0) * 1000)
 
 
 def decode_upload(name: str, data: bytes) -> DecodedImage | ImageResult:
@@ -72,8 +67,7 @@ def detect_uploads(
     results = analyze_uploads(analyzer, uploads, features=_features(analyzer, features), multi=multi)
     if all(r.error for r in results):
         raise BadRequest("; ".join(r.error for r in results))
-    shape = {"bbox": bbox, "bbox_pro": bbox_pro, "thumb": thumb}
-    return {"status": "ok", "spent": _spent(t0), "results": [image_json(r, **shape) for r in results]}
+    return detect_results(results, t0, bbox=bbox, bbox_pro=bbox_pro, thumb=thumb)
 
 
 def compare_uploads(
@@ -93,21 +87,8 @@ def compare_uploads(
     errors = [r.error for r in (r1, r2) if r.error]
     if errors:
         raise BadRequest("; ".join(errors))
-    shape = {"bbox": bbox, "bbox_pro": bbox_pro, "thumb": thumb}
-    out: dict = {"status": "ok", "image1": [face_json(f, **shape) for f in r1.faces], "score": None}
-    out["image2"] = [face_json(f, **shape) for f in r2.faces]
-    if r1.faces and r2.faces:
-        cal = calibration_for(analyzer.pack.models["embedder"])
-        sims = np.stack([f.embedding for f in r1.faces]) @ np.stack([f.embedding for f in r2.faces]).T
-        scores = cal.score(sims)
-        for i, face in enumerate(out["image1"]):
-            face["matches"] = [
-                {"face": int(j), "score": round(float(scores[i, j]), 2), "similarity": round(float(sims[i, j]), 4)}
-                for j in np.argsort(-scores[i])
-            ]
-        out["score"] = round(float(scores.max()), 2)
-    out["spent"] = _spent(t0)
-    return out
+    image1, image2, score = compare_faces(analyzer, r1, r2, bbox=bbox, bbox_pro=bbox_pro, thumb=thumb)
+    return {"status": "ok", "image1": image1, "score": score, "image2": image2, "spent": spent(t0)}
 
 
 def asks_for_creation(new_person_threshold: object, person_list_add: object) -> bool:
@@ -157,13 +138,11 @@ def search_upload(
     (res,) = analyze_uploads(analyzer, [upload], features=_features(analyzer, rules.feature_check), multi=multi)
     if res.error:
         raise BadRequest(res.error)
-    shape = {"bbox": bbox, "bbox_pro": bbox_pro, "thumb": thumb}
-    outcomes = engine.process(res, rules, results=k, drop_image=True)
-    faces = [{**face_json(f, **shape), **o} for f, o in zip(res.faces, outcomes, strict=True)]
+    entry = search_image(engine, res, rules, results=k, drop_image=True, bbox=bbox, bbox_pro=bbox_pro, thumb=thumb)
     return {
         "status": "ok",
         "message": "search only: no persons are created here",
         "person_list_search": rules.person_list_search,
-        "results": [{"image": res.uri, "status": res.status, "faces_total": len(faces), "faces": faces}],
-        "spent": _spent(t0),
+        "results": [entry],
+        "spent": spent(t0),
     }
