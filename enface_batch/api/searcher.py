@@ -16,28 +16,9 @@ from collections.abc import Collection, Iterable
 
 import numpy as np
 
-from ..index import PersonIndex
 from ..lake.reader import LakeReader, Snapshot
-from ..ops.identity import person_sums, template_vectors, unit_rows
+from ..ops.identity import Templates, unit_rows
 from ..ops.search import merge_hits
-
-
-class _List:
-    def __init__(self, snap: Snapshot, list_id: str, dim: int) -> None:
-        version = snap.version("person_faces")
-        ids, sums, counts = person_sums(snap, list_id, dim)
-        self.sums = dict(zip(ids, sums, strict=True))
-        self.counts = dict(zip(ids, counts.tolist(), strict=True))
-        vectors = template_vectors(sums, counts) if ids else np.zeros((0, dim), np.float32)
-        self.index = PersonIndex.build(ids, vectors, version=version, normalise=False)
-
-    def assign(self, person_ids: list[str], emb: np.ndarray) -> None:
-        for pid, e in zip(person_ids, emb, strict=True):
-            self.sums[pid] = self.sums.get(pid, 0) + e
-            self.counts[pid] = self.counts.get(pid, 0) + 1
-        ids = list(dict.fromkeys(person_ids))
-        vectors = template_vectors(np.stack([self.sums[p] for p in ids]), np.array([self.counts[p] for p in ids]))
-        self.index.add(ids, vectors, normalise=False)
 
 
 class LiveIndexes:
@@ -48,7 +29,7 @@ class LiveIndexes:
         self._lock = threading.Lock()
         self.version: int | None = None
         self.files: frozenset[str] = frozenset()
-        self._lists: dict[str, _List] = {}
+        self._lists: dict[str, Templates] = {}
 
     def bind(self, snap: Snapshot) -> BoundSearcher:
         return BoundSearcher(self, snap)
@@ -59,7 +40,7 @@ class LiveIndexes:
         new = frozenset(files)
         plain = self.reader.table("person_faces").plain
         if self._lists and (not plain or self.files - new):
-            self._lists = {lid: _List(snap, lid, self.dim) for lid in self._lists}
+            self._lists = {lid: Templates(snap, lid, self.dim) for lid in self._lists}
         elif self._lists:
             fresh = self.reader.scan_files(
                 "person_faces",
@@ -72,7 +53,7 @@ class LiveIndexes:
             for lid, lst in self._lists.items():
                 pick = [i for i, x in enumerate(lists) if x == lid]
                 if pick:
-                    lst.assign([ids[i] for i in pick], emb[pick])
+                    lst.add_faces([ids[i] for i in pick], emb[pick])
                 lst.index.version = version
         self.version, self.files = version, new
 
@@ -88,9 +69,9 @@ class LiveIndexes:
             if version == self.version:
                 for lid in wanted:
                     if lid not in self._lists:
-                        self._lists[lid] = _List(snap, lid, self.dim)
+                        self._lists[lid] = Templates(snap, lid, self.dim)
                 return merge_hits({lid: self._lists[lid].index for lid in wanted}, queries, k, exclude=exclude)
-        own = {lid: _List(snap, lid, self.dim).index for lid in wanted}  # an older snapshot: its own indexes
+        own = {lid: Templates(snap, lid, self.dim).index for lid in wanted}  # an older snapshot: its own indexes
         return merge_hits(own, queries, k, exclude=exclude)
 
 

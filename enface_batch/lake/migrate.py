@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from .store import Lake
 
 log = logging.getLogger(__name__)
-_NO_MATCH = 85.0  # the score of "no_match" in every calibration this project ships
 
 
 def pending(lake: Lake) -> list[str]:
@@ -47,6 +46,9 @@ def migrate(lake: Lake) -> list[str]:
 
 def _v1_to_v2(lake: Lake) -> int:
     from ..ops.identity import face_id, face_row, own_face
+    from ..scoring import DEFAULT_EMBEDDER, calibration_for
+
+    no_match = calibration_for(DEFAULT_EMBEDDER).no_match  # what "never" searched at
 
     old = lake.table("person_faces").to_pyarrow_table().to_pylist()
     persons = lake.read(
@@ -89,7 +91,7 @@ def _v1_to_v2(lake: Lake) -> int:
         if not a["matches"]:
             continue
         best = a["matches"][0]
-        threshold = json.loads(a["rules"] or "{}").get("threshold_score") or _NO_MATCH
+        threshold = json.loads(a["rules"] or "{}").get("threshold_score") or no_match
         emb = embeddings.get((a["image_sha256"], a["face_index"]))
         if best["score"] < threshold or emb is None:
             continue

@@ -160,11 +160,7 @@ class LakeReader:
         t = self.table(name)
         if not files:
             return pa.schema([*(t.schema.field(c) for c in columns), pa.field("__filename", pa.string())]).empty_table()
-        cols = [*columns, "__filename"]
-        try:
-            return t.dataset(files).to_table(columns=cols, filter=_filter(t.schema, where))
-        except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):  # string_view files: see read_dataset
-            return t.dataset(files).to_table(columns=cols, filter=_filter(t.schema, where, cast=True))
+        return read_dataset(t.dataset(files), t.schema, where, [*columns, "__filename"])
 
 
 class Snapshot:
@@ -223,12 +219,7 @@ class Snapshot:
         t = self.reader.table(name)
         if not t.plain:
             return self.lake.read(name, where=where, columns=columns, version=pinned)
-        try:
-            return self._read_pinned(t, pinned, files, where, columns)
-        except pa.ArrowNotImplementedError:
-            # Data files that merges wrote with string_view columns (the files table) which this plain reading
-            # cannot filter: read through the Lake at the pinned version.
-            return self.lake.read(name, where=where, columns=columns, version=pinned)
+        return self._read_pinned(t, pinned, files, where, columns)
 
     @staticmethod
     def _read_pinned(

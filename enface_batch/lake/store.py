@@ -68,7 +68,10 @@ def read_dataset(
         table = dataset.to_table(columns=cols, filter=equality_filter(schema, where))
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
         table = dataset.to_table(columns=cols, filter=equality_filter(schema, where, cast=True))
-    return table.cast(pa.schema([schema.field(c) for c in table.column_names]))
+    # declared types for the table's columns; others (a dataset's "__filename") as they come
+    return table.cast(
+        pa.schema([schema.field(c) if c in schema.names else table.schema.field(c) for c in table.column_names])
+    )
 
 
 class Lake:

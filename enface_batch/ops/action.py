@@ -7,6 +7,7 @@ also within one batch; faces of one photo never match a person another face of t
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -203,6 +204,9 @@ class ActionEngine:
             matches = self._matches(self.searcher.search(rules.person_list_search, q, results, exclude=created_here)[0])
             created: list[dict] = []
             decision = self._decision(face, rules, res, self.quality)
+            stage = functools.partial(
+                self._stage_face, face, res, rules=rules, drop_image=drop_image, run_id=run_id, action_id=action_id
+            )
             for list_id in lists if (self.assign or decision == "create") else []:
                 if self.assign and face_id(list_id, res.sha256, face.index) in self._known_faces():
                     continue  # this face already has its person in the list
@@ -210,7 +214,8 @@ class ActionEngine:
                 score = float(self.calibration.score(best[0][2])) if best else None
                 if best and score >= assign_at:
                     if self.assign:
-                        self._assign(face, res, list_id, best[0][0], score, rules, drop_image, run_id, action_id)
+                        stage(list_id, best[0][0], "matched", score=score)
+                        self.searcher.assigned(list_id, best[0][0], face.embedding)
                         taken.add(best[0][0])
                 elif decision == "create" and list_id in rules.person_list_add:
                     row = person_row(
@@ -224,10 +229,7 @@ class ActionEngine:
                         action_id=action_id,
                     )
                     self.persons.append(row)
-                    self._stage(
-                        self._face_row(face, res, list_id, row["person_id"], "created", None, rules, drop_image)
-                        | {"run_id": run_id, "action_id": action_id}
-                    )
+                    stage(list_id, row["person_id"], "created", thumb=row["thumb"])
                     self.searcher.added(list_id, [row["person_id"]], q)
                     created_here.add(row["person_id"])
                     taken.add(row["person_id"])
@@ -258,18 +260,25 @@ class ActionEngine:
             outcomes.append({"matches": matches, "persons_created": created, "decision": decision})
         return outcomes
 
-    def _face_row(
+    def _stage_face(
         self,
         face: Face,
         res: ImageResult,
         list_id: str,
         person_id: str,
         how: str,
-        score: float | None,
+        *,
         rules: Rules,
         drop_image: bool,
-    ) -> dict:
-        return face_row(
+        run_id: str | None,
+        action_id: str,
+        score: float | None = None,
+        thumb: bytes | None = None,
+    ) -> None:
+        """A person_faces row for this face, staged with the rest of the chunk."""
+        if thumb is None and not drop_image:
+            thumb = jpeg_bytes(face.thumb)
+        row = face_row(
             person_id=person_id,
             list_id=list_id,
             embedding=face.embedding,
@@ -277,15 +286,14 @@ class ActionEngine:
             face_index=face.index,
             how=how,
             image_uri=None if drop_image else res.uri,
-            thumb=None if drop_image else jpeg_bytes(face.thumb),
+            thumb=thumb,
             score=None if score is None else round(score, 2),
             source_id=rules.source_id,
+            run_id=run_id,
+            action_id=action_id,
         )
-
-    def _assign(self, face, res, list_id, person_id, score, rules, drop_image, run_id, action_id) -> None:
-        row = self._face_row(face, res, list_id, person_id, "matched", score, rules, drop_image)
-        self._stage(row | {"run_id": run_id, "action_id": action_id})
-        self.searcher.assigned(list_id, person_id, face.embedding)
+        self.faces.append(row)
+        self._known_faces().add(row["face_id"])
 
     @staticmethod
     def _decision(face: Face, rules: Rules, res: ImageResult | None = None, quality: FaceQuality | None = None) -> str:
@@ -312,10 +320,6 @@ class ActionEngine:
 
     def _write_faces(self, rows: list[dict]) -> int:
         return self.lake.append("person_faces", rows)
-
-    def _stage(self, row: dict) -> None:
-        self.faces.append(row)
-        self._known_faces().add(row["face_id"])
 
     def _known_faces(self) -> set[str]:
         """Face ids person_faces holds: a face that already has a person in a list (its photo was enrolled, or

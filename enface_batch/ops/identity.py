@@ -14,13 +14,13 @@ and a person of one face scores exactly as before.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
 
+from ..index import PersonIndex
 from ..lake.protocols import ReadLake
-from ..lake.store import Lake, now
+from ..lake.store import now
 from .shapes import iso
 
 NAMESPACE = uuid.UUID("0f6b7d1e-7a43-4c38-9b6c-2f1e5d9a8c47")
@@ -132,20 +132,6 @@ def person_sums(
     return ids, sums, counts
 
 
-def move_faces(
-    lake: Lake, list_id: str, rows: Iterable[dict], *, to_person: str, how: str = "merged", score: float | None = None
-) -> int:
-    """Re-assign existing face rows to another person (dedup); one MERGE commit."""
-    moved = [
-        {**r, "from_person_id": r["person_id"], "person_id": to_person, "how": how, "score": score, "added": now()}
-        for r in rows
-        if r["person_id"] != to_person
-    ]
-    if moved:
-        lake.upsert("person_faces", moved, keys=["list_id", "face_id"])
-    return len(moved)
-
-
 def photos_of(lake: ReadLake, person_id: str, list_id: str) -> list[dict]:
     """Every photo a person is in: its faces with the paths the photo was seen at (files) and how each came."""
     cols = ["face_id", "image_sha256", "face_index", "image_uri", "score", "how", "source_id", "added"]
@@ -173,3 +159,35 @@ def photos_of(lake: ReadLake, person_id: str, list_id: str) -> list[dict]:
             }
         )
     return out
+
+
+class Templates:
+    """One list's person templates and their FAISS index, kept current as faces are added: shared by the
+    writer's Searcher and the endpoint's live indexes, so both score a person the same way."""
+
+    def __init__(
+        self, lake: ReadLake, list_id: str, dim: int, *, version: int | None = None, threads: int | None = None
+    ) -> None:
+        version = lake.version("person_faces") if version is None else version
+        ids, sums, counts = person_sums(lake, list_id, dim, version=version)
+        self.sums = dict(zip(ids, sums, strict=True))
+        self.counts = dict(zip(ids, counts.tolist(), strict=True))
+        vectors = template_vectors(sums, counts) if ids else np.zeros((0, dim), np.float32)
+        self.index = PersonIndex.build(ids, vectors, version=version, threads=threads, normalise=False)
+
+    def add_faces(self, person_ids: list[str], embeddings: np.ndarray) -> None:
+        """Faces given to persons (new persons too): their templates move at once."""
+        emb = np.asarray(embeddings, np.float64).reshape(len(person_ids), -1)
+        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        for pid, e in zip(person_ids, emb, strict=True):
+            self.sums[pid] = self.sums.get(pid, 0) + e
+            self.counts[pid] = self.counts.get(pid, 0) + 1
+        ids = list(dict.fromkeys(person_ids))
+        sums = np.stack([self.sums[p] for p in ids])
+        self.index.add(ids, template_vectors(sums, np.array([self.counts[p] for p in ids])), normalise=False)
+
+    def remove(self, person_ids: list[str]) -> None:
+        self.index.remove(person_ids)
+        for p in person_ids:
+            self.sums.pop(p, None)
+            self.counts.pop(p, None)

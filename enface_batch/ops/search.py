@@ -9,7 +9,6 @@ persons it creates and moving templates as it assigns faces, without re-reading 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -17,7 +16,7 @@ import numpy as np
 from ..index import PersonIndex
 from ..lake.protocols import ReadLake
 from ..lake.store import Lake
-from .identity import person_sums, template_vectors
+from .identity import Templates
 
 
 class PersonSearch(Protocol):
@@ -34,29 +33,9 @@ class PersonSearch(Protocol):
 SEARCH_THREADS = 1
 
 
-@dataclass
-class _List:
-    index: PersonIndex
-    sums: dict[str, np.ndarray] = field(default_factory=dict)  # person -> sum of its unit face embeddings
-    counts: dict[str, int] = field(default_factory=dict)
-
-
 def build_index(lake: ReadLake, list_id: str, dim: int, version: int | None = None) -> PersonIndex:
     """A list's index of person templates from the tables (person_faces as of `version`)."""
-    return _build(lake, list_id, dim, version).index
-
-
-def _build(lake: ReadLake, list_id: str, dim: int, version: int | None) -> _List:
-    version = lake.version("person_faces") if version is None else version
-    ids, sums, counts = person_sums(lake, list_id, dim, version=version)
-    vectors = template_vectors(sums, counts) if ids else np.zeros((0, dim), np.float32)
-    index = PersonIndex.build(ids, vectors, version=version, threads=SEARCH_THREADS, normalise=False)
-    return _List(index, dict(zip(ids, sums, strict=True)), dict(zip(ids, counts.tolist(), strict=True)))
-
-
-def _unit(embedding: np.ndarray) -> np.ndarray:
-    e = np.asarray(embedding, np.float64).reshape(-1)
-    return e / max(float(np.linalg.norm(e)), 1e-12)
+    return Templates(lake, list_id, dim, version=version, threads=SEARCH_THREADS).index
 
 
 class Searcher:
@@ -64,7 +43,7 @@ class Searcher:
 
     def __init__(self, lake: Lake, dim: int) -> None:
         self.lake, self.dim = lake, dim
-        self._lists: dict[str, _List] = {}
+        self._lists: dict[str, Templates] = {}
         self._dirty: set[str] = set()
         # Lists checked against the tables since the last refresh(); a writer that owns the lake need not
         # reopen the Delta log for every face it searches.
@@ -74,13 +53,13 @@ class Searcher:
         """Check every index against the tables again on its next use (others may have written)."""
         self._fresh.clear()
 
-    def _state(self, list_id: str) -> _List:
+    def _state(self, list_id: str) -> Templates:
         st = self._lists.get(list_id)
         if st is not None and (list_id in self._fresh or list_id in self._dirty):
             return st
         version = self.lake.version("person_faces")
         if st is None or st.index.version != version:
-            st = _build(self.lake, list_id, self.dim, version)
+            st = Templates(self.lake, list_id, self.dim, version=version, threads=SEARCH_THREADS)
             self._lists[list_id] = st
         self._fresh.add(list_id)
         return st
@@ -96,33 +75,18 @@ class Searcher:
 
     def added(self, list_id: str, person_ids: list[str], embeddings: np.ndarray) -> None:
         """Persons created in this process (one face each), searchable before they are committed."""
-        st = self._state(list_id)
-        emb = np.asarray(embeddings, np.float64).reshape(len(person_ids), -1)
-        for pid, e in zip(person_ids, emb, strict=True):
-            st.sums[pid], st.counts[pid] = _unit(e), 1
-        self._update(list_id, st, person_ids)
+        self._state(list_id).add_faces(person_ids, embeddings)
+        self._dirty.add(list_id)
 
     def assigned(self, list_id: str, person_id: str, embedding: np.ndarray) -> None:
         """A face given to a person: its template moves toward the face at once."""
         st = self._state(list_id)
-        if person_id not in st.sums:
-            return  # not in this list's index (deleted meanwhile): nothing to move
-        st.sums[person_id] = st.sums[person_id] + _unit(embedding)
-        st.counts[person_id] += 1
-        self._update(list_id, st, [person_id])
-
-    def _update(self, list_id: str, st: _List, person_ids: list[str]) -> None:
-        sums = np.stack([st.sums[p] for p in person_ids])
-        counts = np.array([st.counts[p] for p in person_ids])
-        st.index.add(person_ids, template_vectors(sums, counts), normalise=False)
-        self._dirty.add(list_id)
+        if person_id in st.counts:  # else deleted meanwhile: nothing to move
+            st.add_faces([person_id], embedding)
+            self._dirty.add(list_id)
 
     def removed(self, list_id: str, person_ids: list[str]) -> None:
-        st = self._state(list_id)
-        st.index.remove(person_ids)
-        for p in person_ids:
-            st.sums.pop(p, None)
-            st.counts.pop(p, None)
+        self._state(list_id).remove(person_ids)
         self._dirty.add(list_id)
 
     def committed(self, version: int) -> None:
