@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from platformdirs import user_cache_dir
 from pydantic import Field, SecretStr
@@ -51,6 +52,12 @@ class Settings(BaseSettings):
         description="Large JPEGs are decoded at reduced size down to this longest side (ENFACE_DECODE_MAX_SIDE).",
     )
     det_threshold: float = Field(default=0.6, ge=0.05, le=0.99, description="Detector score threshold.")
+    det_mode: Literal["fast", "thorough"] = Field(
+        default="fast",
+        description="'fast': YuNet once at ENFACE_DET_MAX_SIDE. 'thorough': also YuNet on the mirror image and "
+        "RetinaFace on a padded copy, boxes fused; finds more turned and border-cut faces at 3-5x the detector "
+        "time (bench/detection_eval.py). Embedded pack only (ENFACE_DET_MODE).",
+    )
     max_image_pixels: int = Field(
         default=200_000_000, description="Decompression-bomb limit in pixels (ENFACE_MAX_IMAGE_PIXELS)."
     )

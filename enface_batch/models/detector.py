@@ -81,8 +81,8 @@ class Detector(Model):
     def decode(self, outputs: list[np.ndarray], height: int, width: int) -> Detections:
         raise NotImplementedError
 
-    def detect(self, rgb: np.ndarray) -> Detections:
-        fitted, back = _fit(rgb, self.max_side, self.multiple)
+    def detect(self, rgb: np.ndarray, *, max_side: int | None = None) -> Detections:
+        fitted, back = _fit(rgb, max_side or self.max_side, self.multiple)
         h, w = fitted.shape[:2]
         det = self.decode(self.run(self.preprocess(fitted)), h, w)
         if len(det):

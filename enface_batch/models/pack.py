@@ -17,6 +17,7 @@ from .detector import SCRFD, Detector, RefinedDetector, RetinaFace, YuNet
 from .embedder import ArcFaceONNX, Embedder, SFace
 from .fetch import ensure_files
 from .heads import FairFaceHeads, heads_version
+from .multiview import MultiViewDetector, View
 
 # Candidates measured for the embedded pack (see the README's model table); the first is the default.
 EMBEDDED_DETECTORS = {
@@ -37,7 +38,7 @@ class PackError(RuntimeError):
 @dataclass
 class ModelPack:
     name: str
-    detector: Detector | RefinedDetector
+    detector: Detector | RefinedDetector | MultiViewDetector
     embedder: Embedder
     attributes: Attributes | None
     models: dict[str, str] = field(default_factory=dict)  # role -> model file, stamped on every result
@@ -62,8 +63,11 @@ def load_pack(
         emb_cls, emb_file = EMBEDDED_EMBEDDERS[embedder]
         refine = detector.endswith("+retinaface")
         refiner_file = EMBEDDED_DETECTORS["retinaface"][1]
-        paths = ensure_files([det_file, emb_file, *HEADS_FILES, *([refiner_file] if refine else [])])
+        thorough = s.det_mode == "thorough"
+        paths = ensure_files([det_file, emb_file, *HEADS_FILES, *([refiner_file] if refine or thorough else [])])
         det = det_cls(str(paths[det_file]), **det_kw)
+        if thorough:
+            det = thorough_detector(det, RetinaFace(str(paths[refiner_file]), **det_kw))
         if refine:
             det = RefinedDetector(det, RetinaFace(str(paths[refiner_file]), **{**det_kw, "threshold": 0.3}))
         return ModelPack(
@@ -74,12 +78,24 @@ def load_pack(
                 *(paths[f] for f in HEADS_FILES), threads=threads, share_embedding=emb_file == HEADS_FILES[0]
             ),
             models={
-                "detector": det_file + ("+" + refiner_file if refine else ""),
+                "detector": det_file + ("+" + refiner_file if refine else "") + (":thorough" if thorough else ""),
                 "embedder": emb_file,
                 "attributes": heads_version(),
             },
         )
     return load_insightface_pack(Path(spec), det_kw=det_kw, threads=threads)
+
+
+def thorough_detector(primary: Detector, second: RetinaFace) -> MultiViewDetector:
+    """ENFACE_DET_MODE=thorough: the primary detector on the image and on its mirror, plus RetinaFace on a copy
+    padded by 10 % on every side, boxes fused. Chosen on CMU+MIT and the crowd photos' dev split
+    (bench/detection_eval.py --explore, see the note in reports/accuracy): the mirror adds 1.4 points of CMU+MIT
+    recall, padded RetinaFace (kept only at score >= 0.8, where it is precise) 0.6 more and border-cut faces.
+    A padded YuNet added false detections only; a 1280 px pass adds small crowd faces (< 32 px) at twice the
+    cost, so it is left out."""
+    return MultiViewDetector(
+        [View(primary), View(primary, flip=True), View(second, pad=0.1, min_score=0.8)], fuse_iou=0.4
+    )
 
 
 def _classify(path: Path) -> str:
