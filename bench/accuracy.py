@@ -268,6 +268,9 @@ def write_markdown(fig: dict, out: Path) -> str:
         "![age by bin](age_error_by_bin.png)",
         "![detection precision-recall](detection_pr.png)",
         "",
+        "Detection per setting (ENFACE_DET_MODE fast / thorough) on CMU+MIT and crowd photos, with ms per image: "
+        "[detection_modes.md](detection_modes.md) (`python bench/detection_eval.py --write`).",
+        "",
     ]
     text = "\n".join(lines)
     (out / "README.md").write_text(text)

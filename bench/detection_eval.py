@@ -2,6 +2,7 @@
 
     python bench/detection_eval.py                    # the table per ENFACE_DET_MODE (fast, thorough), both sets
     python bench/detection_eval.py --explore          # what each candidate view adds and costs (dev split only)
+    python bench/detection_eval.py --write            # both, into reports/accuracy/detection_modes.md
 
 Sets:
 
@@ -34,6 +35,7 @@ from enface_batch.evaluation import _credit_centres, iou, mitcmu_boxes
 from enface_batch.settings import get_settings
 
 LABELS = Path(__file__).resolve().parent / "labels" / "crowd_faces.json"
+REPORT = Path(__file__).resolve().parents[1] / "reports" / "accuracy" / "detection_modes.md"
 MIN_SIDE = 32
 
 
@@ -260,20 +262,45 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--explore", action="store_true", help="candidate views on the dev split and CMU+MIT")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/enface-detection-views.pkl"))
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--write", action="store_true", help=f"run both and write {REPORT.relative_to(REPORT.parents[2])}")
     args = ap.parse_args(argv)
-    if args.explore:
-        sets = {
-            "mitcmu": load_set("mitcmu"),
-            "crowd-dev": load_set("crowd", "dev"),
-            "border-dev": load_set("border", "dev"),
-        }
-        cache = cache_views([x for v in sets.values() for x in v], args.cache)
-        combos = json.loads(os.environ.get("COMBOS", "{}")) or default_combos()
-        res = {}
-        for name, items in sets.items():
-            res.update(explore(name, items, cache, combos))
-        print(table(res))
+    if args.write:
+        cand = run_explore(args.cache)
+        modes = run_modes()
+        REPORT.write_text(report_text(cand, modes))
+        REPORT.with_suffix(".json").write_text(
+            json.dumps({"candidates_dev": _flat(cand), "modes": _flat(modes)}, indent=2) + "\n"
+        )
+        print(REPORT.read_text())
         return
+    if args.explore:
+        print(table(run_explore(args.cache)))
+        return
+    res = run_modes()
+    print(table(res))
+    if args.json:
+        args.json.write_text(json.dumps(_flat(res), indent=2) + "\n")
+
+
+def _flat(res: dict) -> dict:
+    return {f"{k[0]} / {k[1]}": v for k, v in res.items()}
+
+
+def run_explore(cache_path: Path) -> dict:
+    sets = {
+        "mitcmu": load_set("mitcmu"),
+        "crowd-dev": load_set("crowd", "dev"),
+        "border-dev": load_set("border", "dev"),
+    }
+    cache = cache_views([x for v in sets.values() for x in v], cache_path)
+    combos = json.loads(os.environ.get("COMBOS", "{}")) or default_combos()
+    res = {}
+    for name, items in sets.items():
+        res.update(explore(name, items, cache, combos))
+    return res
+
+
+def run_modes() -> dict:
     from enface_batch.models import load_pack
 
     detectors = {}
@@ -294,26 +321,50 @@ def main(argv: list[str] | None = None) -> None:
         for mode, r in evaluate(detectors, items, set_name="mitcmu" if name == "CMU+MIT" else "crowd").items():
             res[(mode, name)] = r
             print(f"{mode} {name}: {r}", file=sys.stderr)
-    res = dict(sorted(res.items(), key=lambda kv: kv[0][0] != "fast"))
-    print(table(res))
-    if args.json:
-        args.json.write_text(json.dumps({f"{k[0]} / {k[1]}": v for k, v in res.items()}, indent=2) + "\n")
+    return dict(sorted(res.items(), key=lambda kv: kv[0][0] != "fast"))
+
+
+def report_text(cand: dict, modes: dict) -> str:
+    return "\n".join(
+        [
+            "# Detection: fast and thorough (ENFACE_DET_MODE)",
+            "",
+            "Written by `python bench/detection_eval.py --write` (labels and matching rules: the script's docstring; "
+            "crowd labels: bench/labels/crowd_faces.json). ms / image: the detector alone (with the landmark "
+            "refiner), the two modes taking turns on each image; the machine's 2 cores were shared with other jobs.",
+            "",
+            "## Per setting",
+            "",
+            table(modes),
+            "",
+            "## Candidates, on dev data only (thresholds and views were chosen here)",
+            "",
+            "Views cached once per image; ms / image is the sum of the views' own times (no landmark refiner).",
+            "",
+            table(cand),
+            "",
+        ]
+    )
 
 
 def default_combos() -> dict:
-    y, r = 0.6, 0.6
+    """Candidate settings: (views with their score thresholds, fusion IoU, score a box seen by one view needs).
+    Y = YuNet, R = RetinaFace; 640/1280 = longest side; f = mirror image; p = 10 % padded border."""
     return {
-        "Y640 (fast)": ([("Y640", y)], 0.4, 0),
-        "Y640+f": ([("Y640", y), ("Y640f", y)], 0.4, 0),
-        "Y640+p": ([("Y640", y), ("Y640p", y)], 0.4, 0),
-        "Y1280": ([("Y1280", y)], 0.4, 0),
-        "Y640+Y1280": ([("Y640", y), ("Y1280", y)], 0.4, 0),
-        "R640": ([("R640", r)], 0.4, 0),
-        "Y640+R640": ([("Y640", y), ("R640", r)], 0.4, 0),
-        "Y640+R640 ff": ([("Y640", y), ("Y640f", y), ("R640", r), ("R640f", r)], 0.4, 0),
-        "Y640+R640+Y1280": ([("Y640", y), ("R640", r), ("Y1280", y)], 0.4, 0),
-        "Y640+R1280": ([("Y640", y), ("R1280", r)], 0.4, 0),
-        "all": ([(k, 0.6) for k in ("Y640", "Y640f", "Y640p", "Y1280", "R640", "R640f", "R640p", "R1280")], 0.4, 0),
+        "Y640 t.6 (fast)": ([("Y640", 0.6)], 0.4, 0),
+        "Y640 t.5": ([("Y640", 0.5)], 0.4, 0),
+        "Y640p t.6": ([("Y640p", 0.6)], 0.4, 0),
+        "Y640+f t.6": ([("Y640", 0.6), ("Y640f", 0.6)], 0.4, 0),
+        "Y640+p t.6": ([("Y640", 0.6), ("Y640p", 0.6)], 0.4, 0),
+        "R640 t.6": ([("R640", 0.6)], 0.4, 0),
+        "Y640+R640 t.6/.9": ([("Y640", 0.6), ("R640", 0.9)], 0.4, 0),
+        "Y640+R640p t.6/.9": ([("Y640", 0.6), ("R640p", 0.9)], 0.4, 0),
+        "Y640+f+R640p t.6/.9": ([("Y640", 0.6), ("Y640f", 0.6), ("R640p", 0.9)], 0.4, 0),
+        "Y640+f+R640p t.6/.8 (thorough)": ([("Y640", 0.6), ("Y640f", 0.6), ("R640p", 0.8)], 0.4, 0),
+        "Y640+f+R640+f t.6/.9": ([("Y640", 0.6), ("Y640f", 0.6), ("R640", 0.9), ("R640f", 0.9)], 0.4, 0),
+        "Y1280 t.6": ([("Y1280", 0.6)], 0.4, 0),
+        "Y640+Y1280 t.6/.7": ([("Y640", 0.6), ("Y1280", 0.7)], 0.4, 0),
+        "Y640+f+R640p+Y1280 t.6/.8/.7": ([("Y640", 0.6), ("Y640f", 0.6), ("R640p", 0.8), ("Y1280", 0.7)], 0.4, 0),
     }
 
 

@@ -54,12 +54,13 @@ class View:
 
 
 def fuse(parts: Sequence[Detections], *, iou: float = 0.4) -> tuple[Detections, np.ndarray]:
-    """Weighted box fusion, greedy by score: each box joins the best-scoring cluster it overlaps by `iou`.
+    """Join the views' boxes into faces, greedy by score: each box joins the best-scoring cluster it overlaps by
+    `iou`. Returns one detection per cluster and how many of the views' boxes it holds.
 
-    `parts` come in order of priority. Returns the fused detections and how many of the views' boxes each one
-    holds. Box: the score-weighted mean of the cluster; landmarks: its best-scoring member's. Score: the best of
-    the members from the first view that has one, because detectors' scores are not on one scale, and the
-    enrolment gate (ENFACE_ENROL_MIN_DET_SCORE) was set on the primary detector's.
+    `parts` come in order of priority, and a cluster is represented by the best member of the first view that
+    has one (box, score and landmarks), not by a blend: detectors' scores are not on one scale (the enrolment
+    gate ENFACE_ENROL_MIN_DET_SCORE was set on the primary's), and a face the primary view finds keeps exactly
+    the box and landmarks it has in fast mode, so its crop and embedding do not change.
     """
     keep = [(r, d) for r, d in enumerate(parts) if len(d)]
     if not keep:
@@ -79,9 +80,9 @@ def fuse(parts: Sequence[Detections], *, iou: float = 0.4) -> tuple[Detections, 
                 continue
         heads.append(int(j))
         members.append([int(j)])
-    out_boxes = np.stack([np.average(boxes[m], axis=0, weights=scores[m]) for m in members]).astype(np.float32)
-    out_scores = np.array([scores[m][rank[m] == rank[m].min()].max() for m in members], np.float32)
-    det = Detections(out_boxes, out_scores, kps[heads])
+    # members are in descending score order, so the first of the lowest rank is that view's best box
+    rep = np.array([min(m, key=lambda i: rank[i]) for m in members], np.int64)
+    det = Detections(boxes[rep], scores[rep].astype(np.float32), kps[rep])
     return det, np.array([len(m) for m in members], np.int64)
 
 
