@@ -87,12 +87,11 @@ def fuse(parts: Sequence[Detections], *, iou: float = 0.4) -> tuple[Detections, 
 
 
 class MultiViewDetector:
-    """Run every view, fuse their boxes; a box seen by a single view must score at least `single_min`."""
+    """Run every view (the first is the primary) and fuse their boxes."""
 
-    def __init__(self, views: Sequence[View], *, fuse_iou: float = 0.4, single_min: float = 0.0) -> None:
+    def __init__(self, views: Sequence[View], *, fuse_iou: float = 0.4) -> None:
         self.views = list(views)
         self.fuse_iou = fuse_iou
-        self.single_min = single_min
         self.threshold = views[0].detector.threshold
 
     @property
@@ -100,7 +99,4 @@ class MultiViewDetector:
         return self.views[0].detector.session
 
     def detect(self, rgb: np.ndarray) -> Detections:
-        det, votes = fuse([v.detect(rgb) for v in self.views], iou=self.fuse_iou)
-        if len(det) and self.single_min > 0:
-            det = det.take(np.nonzero((votes > 1) | (det.scores >= self.single_min))[0])
-        return det
+        return fuse([v.detect(rgb) for v in self.views], iou=self.fuse_iou)[0]
