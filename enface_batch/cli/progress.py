@@ -50,6 +50,7 @@ class Reporter:
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=err,
+            redirect_stdout=False,  # the JSON result goes to stdout, never into the bar's console (stderr)
             disable=not self.enabled,
         )
         self._tasks: dict[str, int] = {}
