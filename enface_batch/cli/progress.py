@@ -7,6 +7,9 @@ stdout (the JSON) is never touched.
 
 from __future__ import annotations
 
+import logging
+
+from rich.file_proxy import FileProxy
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -32,12 +35,23 @@ class _Rate(ProgressColumn):
         return Text(f"{task.completed / elapsed:.1f} {task.fields.get('unit', '')}/s", style="progress.data.speed")
 
 
+class _AboveBar(FileProxy):
+    """Lines written here print above the bar. A rich Console unwraps a plain FileProxy back to the file it
+    wraps (`rich_proxied_file`), which would undo the redirection for Prefect's console: this one stays."""
+
+    @property
+    def rich_proxied_file(self) -> _AboveBar:
+        return self
+
+
 class Reporter:
     """A context manager and a progress callback: one bar per stage (per source for `enface run`). A stage's
     clock starts at its first call: callers report (stage, 0, total) before the work starts."""
 
-    def __init__(self, quiet: bool = False, unit: str = "images") -> None:
+    def __init__(self, quiet: bool = False, unit: str = "images", prefect_logs: bool = False) -> None:
         self.enabled = not quiet and err.is_terminal
+        self.prefect_logs = prefect_logs
+        self._moved: list = []
         self.unit = unit
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -59,15 +73,43 @@ class Reporter:
         self.progress.__enter__()
         return self
 
+    def _take_prefect_console(self) -> None:
+        """Prefect's console handler holds the stderr it found when its logging was set up (again when a flow
+        starts), so its lines would cut through the bar; while the bar shows they go through the bar's console
+        and print above it."""
+        for handler in _prefect_console_handlers():
+            if not isinstance(handler.console.file, _AboveBar):
+                self._moved.append((handler, handler.console.file))
+                handler.console.file = _AboveBar(err, handler.console.file)
+
     def __exit__(self, *exc: object) -> None:
+        for handler, file in self._moved:
+            handler.console.file.flush()
+            handler.console.file = file
         self.progress.__exit__(*exc)
 
     def __call__(self, stage: str, done: int, total: int, faces: int | None = None, unit: str | None = None) -> None:
         if not self.enabled:
             return
+        if self.prefect_logs:
+            self._take_prefect_console()
         faces_text = "" if faces is None else f"{faces} faces"
         if stage not in self._tasks:
             self._tasks[stage] = self.progress.add_task(
                 stage, total=total, completed=done, unit=unit or self.unit, faces_text=faces_text
             )
         self.progress.update(self._tasks[stage], completed=done, total=total, faces_text=faces_text)
+
+
+def _prefect_console_handlers() -> list[logging.Handler]:
+    """Prefect's console handlers, if Prefect is loaded (found by class name: Prefect need not be imported)."""
+    loggers = [
+        logging.getLogger(),
+        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    found = {}
+    for lg in loggers:
+        for h in lg.handlers:
+            if type(h).__name__ == "PrefectConsoleHandler" and hasattr(h, "console"):
+                found[id(h)] = h
+    return list(found.values())

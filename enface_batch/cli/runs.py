@@ -140,7 +140,7 @@ def run_cmd(
     from ..flows.scan import run_scan
     from ..scan import StorageFailure
 
-    report = Reporter(quiet)
+    report = Reporter(quiet, prefect_logs=True)
     try:
         with report:
             summaries = run_scan(
