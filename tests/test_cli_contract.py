@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pty
+import re
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,8 @@ def test_run_draws_progress_on_a_terminal_and_logs_lines_when_piped(scanned):
     assert summary["images_new"] == 4 and summary["faces"] == 5
     assert BAR in shown and "4/4" in shown and "5 faces" in shown and "images/s" in shown and "ETA" in shown
     assert "images analysed" not in shown  # the bar replaces the per-chunk log lines on the console
+    for line in re.finditer(r"\d\d:\d\d:\d\d\.\d{3} \| ", shown):  # Prefect's own lines print above the bar
+        assert shown[: line.start()].endswith(("\n", "\x1b[2K")), shown[line.start() - 200 : line.start() + 80]
     piped = scanned["piped"]
     assert piped.returncode == 0, piped.stderr[-3000:]
     assert BAR not in piped.stderr and "\x1b[?25l" not in piped.stderr  # no bar, no cursor games
