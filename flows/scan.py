@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
@@ -36,6 +37,9 @@ from enface_batch.scan import (
 )
 
 _ANALYZERS: dict[int | None, Analyzer] = {}
+# run_scan's on_progress while its flow runs in this process: a callable is no flow parameter (Prefect records
+# parameters as JSON), so the chunk loop finds the CLI's progress bar here.
+_ON_PROGRESS: Callable[..., None] | None = None
 
 
 def worker_analyzer(threads: int | None = None) -> Analyzer:
@@ -141,6 +145,8 @@ def _scan(sources: list[str] | None, lk: Lake, chunk_size: int, workers: int | N
             f"{len(p.analyse)} new contents in {len(todo)} chunks"
         )
         progress = create_progress_artifact(0.0, description=f"scan of {source['name']}") if todo else None
+        if _ON_PROGRESS:
+            _ON_PROGRESS(source["name"], 0, len(p.analyse), 0)
         inflight: deque = deque()
         done = 0
         t0 = time.perf_counter()
@@ -148,10 +154,10 @@ def _scan(sources: list[str] | None, lk: Lake, chunk_size: int, workers: int | N
             inflight.append((len(chunk), analyze_chunk_task.submit(chunk, writer.features, threads)))
             if len(inflight) >= 2 * workers:
                 done += _drain_one(inflight, writer)
-                _progress(progress, done, len(p.analyse), t0, log, source["name"])
+                _progress(progress, done, len(p.analyse), t0, log, source["name"], writer.summary.faces)
         while inflight:
             done += _drain_one(inflight, writer)
-            _progress(progress, done, len(p.analyse), t0, log, source["name"])
+            _progress(progress, done, len(p.analyse), t0, log, source["name"], writer.summary.faces)
         summary = writer.finish()
         summaries.append(summary)
         log.info(f"source {source['name']}: {summary.as_dict()}")
@@ -170,11 +176,16 @@ def _drain_one(inflight: deque, writer: ScanWriter) -> int:
     return n
 
 
-def _progress(artifact_id, done: int, total: int, t0: float, log, name: str) -> None:
+def _progress(artifact_id, done: int, total: int, t0: float, log, name: str, faces: int) -> None:
     rate = done / max(time.perf_counter() - t0, 1e-6)
     if artifact_id:
         update_progress_artifact(artifact_id, progress=100.0 * done / max(total, 1))
-    log.info(f"{name}: {done}/{total} images analysed ({rate:.1f} images/s)")
+    line = f"{name}: {done}/{total} images analysed, {faces} faces ({rate:.1f} images/s)"
+    if _ON_PROGRESS:  # a terminal shows the bar; the line still reaches the flow run's log in the Prefect API
+        _ON_PROGRESS(name, done, total, faces)
+        log.debug(line)
+    else:
+        log.info(line)
 
 
 def run_scan(
@@ -186,15 +197,25 @@ def run_scan(
     dask_address: str | None = None,
     chunk_size: int = CHUNK_IMAGES,
     commit_images: int = COMMIT_IMAGES,
+    on_progress: Callable[..., None] | None = None,
 ) -> list[dict]:
-    """Run the scan flow with the chosen task runner (a temporary Prefect server starts if none is set)."""
+    """Run the scan flow with the chosen task runner (a temporary Prefect server starts if none is set).
+
+    ``on_progress(source_name, images_done, images_total, faces)`` is called after each chunk is written
+    (the CLI draws it on a terminal); without it the flow logs a line per chunk instead.
+    """
+    global _ON_PROGRESS
     prefect_server.start()
     worker_analyzer(worker_threads(workers))  # the flow process needs the models too: load them meanwhile
     flow_ = scan.with_options(task_runner=make_runner(runner, workers, dask_address))
     kwargs = dict(sources=sources, lake=lake, chunk_size=chunk_size, workers=workers, commit_images=commit_images)
     url = prefect_server.api_url()
-    if url is None:
-        return flow_(**kwargs)
-    os.environ["PREFECT_API_URL"] = url  # worker processes and Dask workers started from here inherit it
-    with temporary_settings({PREFECT_API_URL: url}):
-        return flow_(**kwargs)
+    _ON_PROGRESS = on_progress
+    try:
+        if url is None:
+            return flow_(**kwargs)
+        os.environ["PREFECT_API_URL"] = url  # worker processes and Dask workers started from here inherit it
+        with temporary_settings({PREFECT_API_URL: url}):
+            return flow_(**kwargs)
+    finally:
+        _ON_PROGRESS = None

@@ -192,7 +192,7 @@ def test_cli_user_and_tokens(tmp_path):
     assert uuid.UUID(token) and tok["token"]["expires"] != "never"
     never = json.loads(enface("token", "create", "--email", "someone@example.com", "--expires", "never").stdout)
     assert never["token"]["expires"] == "never"
-    listed = json.loads(enface("token", "ls", "--email", "someone@example.com").stdout)["items"]
+    listed = json.loads(enface("token", "ls", "--email", "someone@example.com").stdout)
     assert {t["token_id"] for t in listed} == {tok["token"]["token_id"], never["token"]["token_id"]}
     stored = Lake(lake).read("tokens").to_pylist()
     assert token not in str(stored) and auth.token_hash(token) in {r["token_hash"] for r in stored}

@@ -41,7 +41,7 @@ def test_catalog_person_and_action_commands(tmp_path, test_data):
     assert rc == 0
     source = out["source_id"]
     rc, out = enface(lake, "source", "ls", "--group-id", group)
-    assert [s["uri"] for s in out["items"]] == [str(ex)]
+    assert [s["uri"] for s in out] == [str(ex)]  # a bare array, as the seed's /sources
     rc, out = enface(lake, "person", "create", str(ex / "obama.jpg"), "--list-id", staff, "--field", "Obama", "--bbox")
     assert rc == 0 and out["persons"][0]["created"] and len(out["persons"][0]["bbox"]) == 4
     obama = out["persons"][0]["person_id"]
@@ -55,7 +55,7 @@ def test_catalog_person_and_action_commands(tmp_path, test_data):
     rc, out = enface(lake, "person", "get", "--person-id", obama, "--list-id", staff)
     assert out["fields"] == ["Obama"]
     rc, out = enface(lake, "list", "ls")
-    assert {x["name"]: x["persons"] for x in out["items"]} == {"default": 0, "staff": 2}
+    assert {x["name"]: x["persons"] for x in out} == {"default": 0, "staff": 2}
     rc, out = enface(lake, "person", "delete", "--person-id", obama, "--list-id", staff)
     assert rc == 0 and out["message"] == "1 person(s) deleted"
 

@@ -12,9 +12,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..analyze import Analyzer
+from ..analyze import FEATURES, Analyzer
 from ..models import PackError, load_pack
 from ..models.fetch import ModelFetchError
 
@@ -43,37 +42,57 @@ ListId = Annotated[str | None, typer.Option("--list-id", help="Person list id (d
 Threshold = Annotated[str | None, typer.Option("--new-person-threshold", help="80, 85, 90, 95, no_match or never")]
 SquareMin = Annotated[int | None, typer.Option("--new-person-square-min", help="50, 112 or 224 (pixels)")]
 YawMax = Annotated[int | None, typer.Option("--new-person-yaw-max", help="5, 10, 20 ... 80 (degrees)")]
-FeatureCheck = Annotated[list[str] | None, typer.Option("--feature-check", help="gender, age or race; repeatable")]
-Bbox = Annotated[bool, typer.Option("--bbox", help="Return [x1, y1, x2, y2] per face")]
+Features = Annotated[
+    list[str] | None,
+    typer.Option("--features", help=f"{', '.join(FEATURES)}: comma-separated or repeated (--features gender,age)"),
+]
+# The old spelling, kept so scripts written for it still run; merged into --features by _features().
+FeatureCheck = Annotated[list[str] | None, typer.Option("--feature-check", hidden=True)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (it shows only on a terminal anyway)")]
+# Help text is rich markup: a literal "[" must be escaped or rich takes "[x1, y1, x2, y2]" for a style tag.
+Bbox = Annotated[bool, typer.Option("--bbox", help="Return \\[x1, y1, x2, y2] per face")]
 BboxPro = Annotated[bool, typer.Option("--bbox-pro", help="Return the box's 4 corners turned with the face")]
 Thumb = Annotated[bool, typer.Option("--thumb", help="Return the 112x112 aligned thumb, base64 JPEG")]
 Multi = Annotated[bool, typer.Option("--multi", help="Every face, not only the largest")]
 err = Console(stderr=True)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    err.print("[red]error:[/red] ", end="")
-    err.print(message, markup=False, highlight=False, soft_wrap=True)  # unbroken, so paths can be copied
-    raise typer.Exit(code)
-
-
-# Exit codes for the seed's HTTP errors: 400 -> 2 (like a usage error), 401/403 -> 3, 404 -> 4.
+# Exit codes (the README's table). The seed's HTTP errors: 400 -> 2 (like a usage error), 401/403 -> 3, 404 -> 4.
+EXIT_ENVIRONMENT = 1  # models cannot be loaded, or an optional extra is not installed
 _EXIT = {400: 2, 401: 3, 403: 3, 404: 4}
 EXIT_LOCKED = 5  # another writer holds the lake
 EXIT_STORAGE = 6  # a run finished but the storage failed for some files; run it again to retry them
 EXIT_CORRUPT = 7  # a table's Delta log is damaged (see `enface lake check`)
+# ... and the HTTP-like `code` a JSON error carries for each exit code.
+_CODE = {1: 500, 2: 400, 3: 403, 4: 404, 5: 409, 6: 503, 7: 500}
+
+
+def error_out(message: str, exit_code: int, *, code: int | None = None, printed: bool = False) -> None:
+    """The one error contract: `{"status": "error", "code", "message"}` on stdout (unless the command printed
+    its own JSON already), one line `error: ...` on stderr; the caller exits with exit_code."""
+    if not printed:
+        _print({"status": "error", "code": code or _CODE.get(exit_code, 500), "message": message})
+    err.print("[red]error:[/red] ", end="")
+    # one unbroken line, so paths can be copied and a script can take the last line of stderr
+    err.print(" ".join(message.split()), markup=False, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 2, *, status: int | None = None, printed: bool = False) -> None:
+    error_out(message, code, code=status, printed=printed)
+    raise typer.Exit(code)
 
 
 def _run(fn, *args, **kwargs) -> None:
-    """Call one operation, print its JSON; an EnfaceError prints its seed meaning and exits non-zero."""
+    """Call one operation, print its JSON; an EnfaceError prints its seed meaning and exits non-zero.
+
+    Lists print as bare JSON arrays, as the seed's list routes (and the endpoint) answer them."""
     from ..ops.errors import EnfaceError
 
     try:
         result = fn(*args, **kwargs)
     except EnfaceError as exc:
-        _print({"status": "error", "code": exc.status_code, "message": exc.message})
-        _fail(f"{exc.status_code}: {exc.message}", _EXIT.get(exc.status_code, 2))
-    _print(result if isinstance(result, dict) else {"status": "ok", "items": result})
+        _fail(exc.message, _EXIT.get(exc.status_code, 2), status=exc.status_code)
+    _print(result)
 
 
 def _writes(fn):
@@ -108,26 +127,22 @@ def _analyzer() -> Analyzer:
     try:
         return Analyzer(load_pack())
     except (ModelFetchError, PackError) as exc:
-        _fail(str(exc), 1)
+        _fail(str(exc), EXIT_ENVIRONMENT)
 
 
-def _features(value: str | None) -> list[str]:
-    return [f.strip() for f in (value or "").split(",") if f.strip()]
+def _features(*values: list[str] | None) -> list[str] | None:
+    """Feature names from --features (and its old spelling --feature-check), repeated or comma-separated, in
+    order and once each; None when neither was given (so a source's or group's own setting applies)."""
+    if all(v is None for v in values):
+        return None
+    names = [f.strip().lower() for v in values for item in v or [] for f in item.split(",") if f.strip()]
+    bad = [f for f in names if f not in FEATURES]
+    if bad:
+        _fail(f"unknown feature {', '.join(map(repr, bad))}: --features takes {', '.join(FEATURES)}")
+    return list(dict.fromkeys(names))
 
 
-def _progress(total: int) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=total < 5 or not err.is_terminal,
-    )
-
-
-def _print(obj: dict) -> None:
+def _print(obj: dict | list) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
 
 
@@ -135,6 +150,63 @@ def _stop_prefect_server() -> None:
     server = sys.modules.get("enface_batch.flows.prefect_server")  # only if this command started one
     if server is not None:
         server.stop()
+
+
+# Modules of the optional extras, so a command that needs one names the extra instead of a traceback.
+_EXTRAS = {
+    "jwt": "api",
+    "argon2": "api",
+    "fastapi": "api",
+    "uvicorn": "api",
+    "multipart": "api",
+    "python_multipart": "api",
+    "s3fs": "s3",
+    "prefect_dask": "dask",
+    "distributed": "dask",
+    "dask": "dask",
+    "matplotlib": "bench",
+}
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"enface-batch {version('enface-batch')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit")
+    ] = False,
+) -> None:
+    pass
+
+
+def _invoke() -> int:
+    """Run the app; click's usage errors follow the error contract too (JSON, one line, exit 2)."""
+    try:  # typer >= 0.2x carries its own copy of click
+        from typer._click import exceptions as cx
+    except ImportError:  # pragma: no cover - older typer on the real click
+        from click import exceptions as cx
+
+    try:
+        rv = app(standalone_mode=False)
+    except cx.NoArgsIsHelpError as exc:  # `enface list`: the group's help was shown, as click does
+        return exc.exit_code
+    except cx.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        error_out(exc.format_message() + hint, exc.exit_code, code=400)
+        return exc.exit_code
+    except cx.ClickException as exc:
+        error_out(exc.format_message(), exc.exit_code)
+        return exc.exit_code
+    except typer.Abort:
+        err.print("Aborted.")
+        return 1
+    return rv if isinstance(rv, int) else 0
 
 
 def main() -> None:
@@ -154,7 +226,7 @@ def main() -> None:
     shutdown.install()
     code = 0
     try:
-        app()
+        code = _invoke()
     except shutdown.Terminated as exc:
         # The lake is freed at once; the temporary Prefect server stops in the exit handlers below, once
         # Prefect has flushed its logs to it (the shutdown watchdog stops it if that takes too long).
@@ -163,9 +235,21 @@ def main() -> None:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except (LakeCorrupt, LakeLocked) as exc:  # from any command or flow: the message says what to do
-        err.print("[red]error:[/red] ", end="")
-        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         code = EXIT_CORRUPT if isinstance(exc, LakeCorrupt) else EXIT_LOCKED
+        error_out(str(exc), code)
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        else:
+            code = EXIT_ENVIRONMENT
+            error_out(
+                f"this command needs the '{extra}' extra (no module {exc.name!r}): pip install 'enface-batch[{extra}]'",
+                code,
+            )
     except BaseException:  # click re-raises what it does not handle: show it, as Python would
         import traceback
 

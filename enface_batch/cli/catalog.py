@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ..lake.schemas import SOURCE_DEFAULTS
-from . import FeatureCheck, LakeOpt, _lake, _run, _writes, group_app, list_app, source_app
+from . import FeatureCheck, Features, LakeOpt, _features, _lake, _run, _writes, group_app, list_app, source_app
 
 
 @list_app.command("create")
@@ -66,12 +66,14 @@ def source_create(
         int, typer.Option("--new-person-angle-max", "--new-person-yaw-max")
     ] = SOURCE_DEFAULTS["new_person_angle_max"],
     person_list_add: Annotated[list[str] | None, typer.Option("--person-list-add", help="List id; repeatable")] = None,
+    features: Features = None,
     feature_check: FeatureCheck = None,
     lake: LakeOpt = None,
 ) -> None:
     """Create a data source with the seed's auto-enrolment rules."""
     from ..ops.catalog import create_source
 
+    wanted = _features(features, feature_check)
     _run(
         create_source,
         _lake(lake),
@@ -82,7 +84,7 @@ def source_create(
         new_person_square_min=new_person_square_min,
         new_person_angle_max=new_person_angle_max,
         person_list_add=person_list_add,
-        feature_check=feature_check,
+        feature_check=wanted,
     )
 
 

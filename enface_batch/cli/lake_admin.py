@@ -19,10 +19,13 @@ def lake_check(lake: LakeOpt = None) -> None:
     from ..lake.store import Lake
 
     report = check_lake(Lake(lake, create=False))
-    _print(report)
-    if not report["ok"]:
-        bad = [t["table"] for t in report["tables"] if not t["ok"]]
-        _fail(f"{len(bad)} table(s) with problems: {', '.join(bad)}", 1)
+    if report["ok"]:
+        _print(report)
+        return
+    bad = [t["table"] for t in report["tables"] if not t["ok"]]
+    message = f"{len(bad)} table(s) with problems: {', '.join(bad)}"
+    _print({"status": "error", "code": 500, "message": message, **report})
+    _fail(message, 1, printed=True)
 
 
 @lake_app.command("unlock")

@@ -7,7 +7,25 @@ from typing import Annotated
 import typer
 
 from ..lake.schemas import ACTION_DEFAULTS
-from . import Bbox, BboxPro, FeatureCheck, LakeOpt, ListId, Multi, Thumb, _analyzer, _lake, _run, _writes, person_app
+from . import (
+    Bbox,
+    BboxPro,
+    FeatureCheck,
+    Features,
+    LakeOpt,
+    ListId,
+    Multi,
+    Thumb,
+    _analyzer,
+    _fail,
+    _features,
+    _lake,
+    _print,
+    _run,
+    _writes,
+    person_app,
+)
+from .formats import Format, FormatOpt, emit_rows
 
 
 @person_app.command("create")
@@ -28,6 +46,7 @@ def person_create(
     new_person_square_min: Annotated[int, typer.Option("--new-person-square-min")] = ACTION_DEFAULTS[
         "new_person_square_min"
     ],
+    features: Features = None,
     feature_check: FeatureCheck = None,
     bbox: Bbox = False,
     bbox_pro: BboxPro = False,
@@ -37,6 +56,7 @@ def person_create(
     """Create (or, with --replace-person-id, replace) a person from the faces of an image."""
     from ..ops.persons import create_person
 
+    wanted = _features(features, feature_check)
     _run(
         create_person,
         _lake(lake),
@@ -50,7 +70,7 @@ def person_create(
         new_person_threshold=new_person_threshold,
         new_person_yaw_max=new_person_yaw_max,
         new_person_square_min=new_person_square_min,
-        feature_check=feature_check,
+        feature_check=wanted,
         bbox=bbox,
         bbox_pro=bbox_pro,
         thumb=thumb,
@@ -67,14 +87,58 @@ def person_get(
     _run(get_person, _lake(lake), person_id, list_id)
 
 
+def _read(fn, *args):
+    """Run a read; an EnfaceError follows the error contract (as in _run) and exits."""
+    from ..ops.errors import EnfaceError
+    from . import _EXIT
+
+    try:
+        return fn(*args)
+    except EnfaceError as exc:
+        _fail(exc.message, _EXIT.get(exc.status_code, 2), status=exc.status_code)
+
+
+@person_app.command("ls")
+def person_ls(list_id: ListId = None, fmt: FormatOpt = Format.json, lake: LakeOpt = None) -> None:
+    """A list's persons with how many photos and faces each is in, most photos first (then newest).
+
+    JSON: a bare array of {person_id, list_id, fields, photos, faces, status, source_id, created, updated}.
+    """
+    from ..ops.persons import persons_of
+
+    rows = _read(persons_of, _lake(lake), list_id)
+    if fmt is Format.json:
+        _print(rows)
+        return
+    cols = ["person_id", "fields", "photos", "faces", "created"]
+    emit_rows(rows, cols if fmt is Format.table else [*cols, "updated", "status", "source_id", "list_id"], fmt)
+
+
 @person_app.command("photos")
 def person_photos(
-    person_id: Annotated[str, typer.Option("--person-id")], list_id: ListId = None, lake: LakeOpt = None
+    person_id: Annotated[str, typer.Option("--person-id")],
+    list_id: ListId = None,
+    fmt: FormatOpt = Format.json,
+    lake: LakeOpt = None,
 ) -> None:
-    """Every photo a person is in: each face, the paths its photo was seen at, how it came to the person."""
+    """Every photo a person is in: each face, the paths its photo was seen at, how it came to the person.
+
+    csv and table print one row per path, with match_score the face's Enface % against the person.
+    """
     from ..ops.persons import person_photos as photos
 
-    _run(photos, _lake(lake), person_id, list_id)
+    out = _read(photos, _lake(lake), person_id, list_id)
+    if fmt is Format.json:
+        _print(out)
+        return
+    rows = [{"path": path, **p, "match_score": p["score"]} for p in out["photos"] for path in p["paths"] or [None]]
+    cols = ["path", "face_index", "how", "match_score", "added"]
+    if fmt is Format.csv:
+        cols = [*cols, "image_sha256", "source_id"]
+    title = (
+        f"{' | '.join(out['fields']) or out['person_id']}: {out['photos_total']} photo(s), {out['faces_total']} face(s)"
+    )
+    emit_rows(rows, cols, fmt, title=title)
 
 
 @person_app.command("update")

@@ -15,21 +15,25 @@ from . import (
     Bbox,
     BboxPro,
     FeatureCheck,
+    Features,
     LakeOpt,
     ListId,
     Multi,
+    Quiet,
     SquareMin,
     Threshold,
     Thumb,
     YawMax,
     _analyzer,
     _fail,
+    _features,
     _lake,
     _print,
     _run,
     _writes,
     app,
 )
+from .progress import Reporter
 
 
 @app.command("action")
@@ -43,6 +47,7 @@ def action_cmd(
     new_person_threshold: Threshold = None,
     new_person_square_min: SquareMin = None,
     new_person_yaw_max: YawMax = None,
+    features: Features = None,
     feature_check: FeatureCheck = None,
     results: Annotated[int, typer.Option("--results", help="Matches to return per face, 1..100")] = 1,
     multi: Multi = False,
@@ -58,9 +63,10 @@ def action_cmd(
     """Search faces in the group's person lists and create persons where the source's rules allow."""
     from ..ops.action import action
 
+    wanted = _features(features, feature_check)
     uris = list(imaging.list_images(images, all_files=all_files))
     if not uris:
-        _fail(f"no images found under {images}")
+        _fail(f"no images found under {' '.join(images)}")
     _run(
         action,
         _lake(lake),
@@ -79,7 +85,7 @@ def action_cmd(
         new_person_threshold=new_person_threshold,
         new_person_square_min=new_person_square_min,
         new_person_yaw_max=new_person_yaw_max,
-        feature_check=feature_check,
+        feature_check=wanted,
     )
 
 
@@ -124,6 +130,7 @@ def run_cmd(
         int, typer.Option("--chunk-size", help="At most this many images (and 16 MB of files) per worker task")
     ] = 64,
     lake: LakeOpt = None,
+    quiet: Quiet = False,
 ) -> None:
     """Run the scan flow: analyse every new image of the sources, search and auto-enrol, write the tables."""
     _offline_prefect()
@@ -133,15 +140,25 @@ def run_cmd(
     from ..flows.scan import run_scan
     from ..scan import StorageFailure
 
+    report = Reporter(quiet, prefect_logs=True)
     try:
-        summaries = run_scan(
-            sources or None, lake=lake, runner=runner, workers=workers, dask_address=dask_address, chunk_size=chunk_size
-        )
+        with report:
+            summaries = run_scan(
+                sources or None,
+                lake=lake,
+                runner=runner,
+                workers=workers,
+                dask_address=dask_address,
+                chunk_size=chunk_size,
+                on_progress=report if report.enabled else None,
+            )
     except ValueError as exc:
         _fail(str(exc))
     except StorageFailure as exc:
-        _print({"status": "error", "reason": "storage_error", "message": str(exc), "sources": exc.summaries})
-        _fail(str(exc), EXIT_STORAGE)
+        _print(
+            {"status": "error", "code": 503, "reason": "storage_error", "message": str(exc), "sources": exc.summaries}
+        )
+        _fail(str(exc), EXIT_STORAGE, printed=True)
     except Exception as exc:  # the store failed outright (listing a source, or the lake itself)
         from ..fsio import is_transient
 
@@ -164,11 +181,13 @@ def dedup_cmd(
     ] = "90",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report the merges; write nothing")] = False,
     lake: LakeOpt = None,
+    quiet: Quiet = False,
 ) -> None:
     """Merge the persons of a list that are the same person into the oldest of them (faces and fields kept)."""
     from ..ops.dedup import dedup
 
-    _run(dedup, _lake(lake), list_id, threshold=threshold, dry_run=dry_run)
+    with Reporter(quiet, unit="faces") as report:
+        _run(dedup, _lake(lake), list_id, threshold=threshold, dry_run=dry_run, on_progress=report)
 
 
 @app.command("enrol")
@@ -181,19 +200,22 @@ def enrol_cmd(
         str | None, typer.Option("--new-person-threshold", help="Skip faces already matching someone (80..95)")
     ] = None,
     lake: LakeOpt = None,
+    quiet: Quiet = False,
 ) -> None:
     """Create persons from a folder-per-person tree or a CSV manifest."""
     from ..ops.enrol import enrol
 
-    _run(
-        enrol,
-        _lake(lake),
-        _analyzer(),
-        source,
-        list_id=list_id,
-        drop_image=drop_image,
-        new_person_threshold=new_person_threshold,
-    )
+    with Reporter(quiet) as report:
+        _run(
+            enrol,
+            _lake(lake),
+            _analyzer(),
+            source,
+            list_id=list_id,
+            drop_image=drop_image,
+            new_person_threshold=new_person_threshold,
+            on_progress=report,
+        )
 
 
 @app.command("reindex")

@@ -54,7 +54,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,6 +116,7 @@ def cluster_persons(
     k: int = K_NEIGHBOURS,
     linkage: str = "average",
     threads: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[tuple[list[int], float]]:
     """Clusters of persons to merge: ``[(sorted person positions, lowest linking cosine)]``, 2+ persons each.
 
@@ -141,6 +142,9 @@ def cluster_persons(
     own = np.array([len(faces_of[p]) for p in owner.tolist()])
     kq = np.minimum(n_faces, k + np.minimum(own, _OWN_FACES_MAX))
     edges: set[tuple[int, int]] = set()
+    searched = 0
+    if on_progress:
+        on_progress(0, n_faces)
     for kk in np.unique(kq).tolist():
         rows = np.flatnonzero(kq == kk)
         for s in range(0, len(rows), 4096):
@@ -153,6 +157,9 @@ def cluster_persons(
                     q = int(owner[int(name)])
                     if q != p:
                         edges.add((p, q) if p < q else (q, p))
+            searched += len(chunk)
+            if on_progress:
+                on_progress(searched, n_faces)
 
     clusters: dict[int, _Cluster] = {}
     for p in sorted({x for e in edges for x in e}):
@@ -345,13 +352,15 @@ def dedup(
     k: int = K_NEIGHBOURS,
     linkage: str = "average",
     refine_faces: bool = True,
+    on_progress: Callable[..., None] | None = None,
 ) -> dict:
     """Merge the persons of a list that are the same person into the oldest of them (see the module doc).
 
     ``threshold`` is the Enface score two clusters must reach (80, 85, 90, 95 or no_match). Then, unless
     ``refine_faces`` is off, single matched faces move to the person they fit best or are split off
     (ops/refine.py). With ``dry_run`` the same merges are computed and returned, and nothing is written (the
-    refinement counts are then planned on the list as it is, before the merges).
+    refinement counts are then planned on the list as it is, before the merges). ``on_progress(stage, done,
+    total)`` hears of the neighbour search over the list's faces and of the refinement.
     """
     t0 = time.perf_counter()
     lid = require_lists(lake, [validate.uuid_str(list_id, "list_id")], "list_id")[0]
@@ -391,6 +400,7 @@ def dedup(
         min_similarity=min_sim,
         k=k,
         linkage=linkage,
+        on_progress=(lambda done, total: on_progress("neighbours", done, total)) if on_progress else None,
     )
     t = now()
     merged, plan, journal = [], [], []
@@ -414,7 +424,11 @@ def dedup(
         state.apply(kept, others)
     if plan and not dry_run:
         _write(lake, lid, plan, journal)
+    if on_progress and refine_faces:
+        on_progress("refine", 0, 1, unit="steps")
     refined = refine(lake, lid, min_similarity=min_sim, dry_run=dry_run) if refine_faces else {}
+    if on_progress and refine_faces:
+        on_progress("refine", 1, 1, unit="steps")
     return {
         "status": "ok",
         "list_id": lid,

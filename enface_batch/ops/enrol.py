@@ -14,6 +14,7 @@ import csv
 import io
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .. import imaging
@@ -99,8 +100,11 @@ def enrol(
     new_person_yaw_max: int | str = 80,
     new_person_square_min: int | str = 50,
     feature_check=None,
+    on_progress: Callable[..., None] | None = None,
 ) -> dict:
     """Enrol a folder tree or a CSV manifest (by its .csv suffix) into a list.
+
+    ``on_progress(stage, images_done, images_total, faces)`` is called after each person's photos.
 
     The duplicate check of person create is off by default here (the tree says who is who); pass a
     new_person_threshold (80..95, no_match) to skip faces that already match someone in the list. Yaw and
@@ -114,8 +118,14 @@ def enrol(
         (r["list_id"], r["image_sha256"]) for r in lake.read("persons", columns=["list_id", "image_sha256"]).to_pylist()
     }
     report = {"status": "ok", "persons_created": 0, "extra_faces": 0, "skipped": [], "errors": []}
+    total, seen, faces = sum(len(e.images) for e in entries), 0, 0
+    if on_progress:
+        on_progress("enrol", 0, total, 0)
     for entry in entries:
         results = list(analyzer.analyze_uris(entry.images, features=validate.features(feature_check), multi=False))
+        seen, faces = seen + len(results), faces + sum(len(r.faces) for r in results)
+        if on_progress:
+            on_progress("enrol", seen, total, faces)
         good = [r for r in results if r.faces]
         report["errors"].extend({"image": r.uri, "message": r.error or "no face found"} for r in results if not r.faces)
         if not good:

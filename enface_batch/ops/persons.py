@@ -16,7 +16,7 @@ from .action import ActionEngine, person_row
 from .catalog import require_lists
 from .errors import BadRequest, NotFound
 from .identity import face_id, face_row, photos_of
-from .shapes import face_json, person_json, spent
+from .shapes import face_json, iso, person_json, spent
 
 
 def analyze_one(analyzer: Analyzer, image: str | bytes, *, features: list[str], multi: bool) -> ImageResult:
@@ -209,6 +209,38 @@ def person_photos(lake: ReadLake, person_id: str, list_id: str | None = None) ->
         "photos_total": len({p["image_sha256"] for p in photos}),
         "photos": photos,
     }
+
+
+def persons_of(lake: ReadLake, list_id: str | None = None) -> list[dict]:
+    """A list's persons with how many photos and faces each is in, most photos first (then newest): the
+    analyst's "who is in this archive" without SQL. Beyond the seed."""
+    lid = require_lists(lake, [validate.uuid_str(list_id, "list_id") if list_id else DEFAULT_LIST_ID], "list_id")[0]
+    pf = lake.read("person_faces", where={"list_id": lid}, columns=["person_id", "image_sha256"]).to_pylist()
+    photos: dict[str, set] = {}
+    faces: dict[str, int] = {}
+    cols = ["person_id", "fields", "status", "source_id", "created", "updated"]  # not the images
+    for r in pf:
+        faces[r["person_id"]] = faces.get(r["person_id"], 0) + 1
+        if r["image_sha256"]:
+            photos.setdefault(r["person_id"], set()).add(r["image_sha256"])
+    out = [
+        {
+            "person_id": r["person_id"],
+            "list_id": lid,
+            "fields": list(r["fields"] or []),
+            "photos": len(photos.get(r["person_id"], ())),
+            "faces": faces.get(r["person_id"], 0),
+            "status": r["status"],
+            "source_id": r["source_id"],
+            "created": iso(r["created"]),
+            "updated": iso(r["updated"]),
+        }
+        for r in lake.read("persons", where={"list_id": lid}, columns=cols).to_pylist()
+    ]
+    out.sort(key=lambda r: r["person_id"])
+    out.sort(key=lambda r: r["created"] or "", reverse=True)
+    out.sort(key=lambda r: r["photos"], reverse=True)  # stable: photos, then newest, then id
+    return out
 
 
 def update_person(

@@ -16,7 +16,10 @@ if TYPE_CHECKING:  # the catalog and persons reads use this module without loadi
 def face_json(
     face: Face, *, bbox: bool = False, bbox_pro: bool = False, thumb: bool = False, features: bool = True
 ) -> dict:
-    out: dict = {"face": face.index, "score": round(face.det_score, 4), "square": face.square, "yaw": face.yaw}
+    # `score` is the detector's confidence here but the Enface % in matches and /compare: the seed's name stays,
+    # and `det_score` says which one it is (as the faces table and `detect --out` name it).
+    det = round(face.det_score, 4)
+    out: dict = {"face": face.index, "score": det, "det_score": det, "square": face.square, "yaw": face.yaw}
     if bbox:
         out["bbox"] = [round(v) for v in face.bbox]
     if bbox_pro:
