@@ -20,6 +20,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 
 from enface_batch.analyze import Analyzer, ImageResult
 from enface_batch.flows import prefect_server
+from enface_batch.lake import upkeep
 from enface_batch.lake.store import Lake
 from enface_batch.models import load_pack
 from enface_batch.models.session import cores
@@ -34,6 +35,7 @@ from enface_batch.scan import (
     chunks,
     plan,
 )
+from enface_batch.settings import get_settings
 
 _ANALYZERS: dict[int | None, Analyzer] = {}
 
@@ -120,7 +122,26 @@ def scan(
     # One writer per lake: a second scan would analyse and commit the same new files again. Re-entrant, so
     # `enface run`, which took the lock already, shares its hold.
     with Lake(lake, create=False).writer_lock("enface scan flow"):
-        return _scan(sources, Lake(lake), chunk_size, workers, commit_images)
+        lk = Lake(lake)
+        summaries = _scan(sources, lk, chunk_size, workers, commit_images)
+        upkeep_task(lk.uri, get_settings().optimize_every)
+        return summaries
+
+
+# Upkeep rewrites and deletes files: a transient store error (S3 throttling) is worth one more try after a
+# pause, and both steps are idempotent (compacting compacted files does nothing; vacuum deletes only what no
+# version within the retention uses). The timeout bounds a hung store call; the scan's rows are already
+# committed, so a failed upkeep fails only this task, and the next due run tries again.
+@task(name="lake-upkeep", retries=1, retry_delay_seconds=30, timeout_seconds=3600, persist_result=False)
+def upkeep_task(lake_uri: str, every: int) -> dict | None:
+    done = upkeep.after_run(Lake(lake_uri, create=False), every)
+    if done:
+        opt = done["optimize"]["tables"]
+        get_run_logger().info(
+            f"lake upkeep: {sum(t['files_before'] for t in opt.values())} data files compacted to "
+            f"{sum(t['files_after'] for t in opt.values())}; vacuum deleted {done['vacuum']['deleted']}"
+        )
+    return done
 
 
 def _scan(sources: list[str] | None, lk: Lake, chunk_size: int, workers: int | None, commit_images: int) -> list[dict]:
