@@ -1,12 +1,22 @@
-"""Enrol, dedup and reindex flows: thin Prefect wrappers over enface_batch.ops, with a summary artifact."""
+"""Enrol, dedup and reindex flows: thin Prefect wrappers over enface_batch.ops, with a summary artifact.
+
+`enface enrol`, `enface dedup` and `enface reindex` run these (recorded like `enface run`'s scan).
+
+Retries, deliberately: rebuilding the indexes only reads the tables and overwrites derived files, so a
+transient storage error (throttling, a reset connection: fsio.is_transient) is retried twice, after 10 s and
+60 s; any other error fails at once. Enrol and dedup are not retried: each commit they made stands, and a
+write that failed half-way is worth a look before the command is run again (which carries on from what the
+lake holds). The scan's own tasks are in flows/scan.py.
+"""
 
 from __future__ import annotations
 
 import json
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from enface_batch.fsio import is_transient
 from enface_batch.lake.store import Lake
 from enface_batch.ops.enrol import enrol
 from enface_batch.ops.search import reindex
@@ -55,10 +65,23 @@ def dedup_flow(list_id: str, lake: str | None = None, threshold: str = "90", dry
     return _report("dedup-summary", "Dedup", result)
 
 
+def _transient(task_, task_run, state) -> bool:
+    try:
+        state.result()
+    except Exception as exc:
+        return is_transient(exc)
+    return False
+
+
+@task(name="write-indexes", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_transient)
+def reindex_task(lake: str | None, dim: int, list_ids: list[str] | None) -> dict:
+    return reindex(Lake(lake), dim, list_ids)
+
+
 @flow(name="reindex", log_prints=True)
 def reindex_flow(lake: str | None = None, list_ids: list[str] | None = None) -> dict:
     """Rebuild the FAISS indexes from the persons table."""
     dim = worker_analyzer().pack.embedder.dim
     with Lake(lake, create=False).writer_lock("enface reindex flow"):
-        result = reindex(Lake(lake), dim, list_ids)
+        result = reindex_task(lake, dim, list_ids)
     return _report("reindex-summary", "Reindex", result)

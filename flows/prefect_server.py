@@ -80,6 +80,20 @@ def api_url(timeout: float = 120.0) -> str | None:
     return None
 
 
+def run_flow(flow_, /, **kwargs):
+    """Call a flow against the configured Prefect API, or else the early temporary server (started here if
+    start() was not called yet): the run, its logs and artifacts are recorded either way."""
+    start()
+    url = api_url()
+    if url is None:
+        return flow_(**kwargs)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    os.environ["PREFECT_API_URL"] = url  # worker processes and Dask workers started from here inherit it
+    with temporary_settings({PREFECT_API_URL: url}):
+        return flow_(**kwargs)
+
+
 def stop() -> None:
     global _proc, _url
     if _proc is not None:

@@ -9,13 +9,11 @@ writer of the lake (search, auto-enrolment and commits), as enface_batch.scan de
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from enface_batch.analyze import Analyzer, ImageResult
@@ -213,9 +211,4 @@ def run_scan(
     worker_analyzer(worker_threads(workers))  # the flow process needs the models too: load them meanwhile
     flow_ = scan.with_options(task_runner=make_runner(runner, workers, dask_address))
     kwargs = dict(sources=sources, lake=lake, chunk_size=chunk_size, workers=workers, commit_images=commit_images)
-    url = prefect_server.api_url()
-    if url is None:
-        return flow_(**kwargs)
-    os.environ["PREFECT_API_URL"] = url  # worker processes and Dask workers started from here inherit it
-    with temporary_settings({PREFECT_API_URL: url}):
-        return flow_(**kwargs)
+    return prefect_server.run_flow(flow_, **kwargs)

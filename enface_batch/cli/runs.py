@@ -109,6 +109,43 @@ def _offline_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+def _flow(flow_, *, lists: list[str] | None = None, **kwargs):
+    """Run a flow the way `enface run` runs the scan: recorded by the configured Prefect server, or else by a
+    temporary one that starts with the command and stops after it (its runs stay in PREFECT_HOME's database).
+
+    The person lists named are checked first, so a typo is the seed's 400/404 and not a failed flow run.
+    """
+    from ..flows import prefect_server
+    from ..lake.schemas import DEFAULT_LIST_ID
+    from ..ops.catalog import require_lists
+
+    if lists is not None:
+        require_lists(_lake(kwargs.get("lake")), [i or DEFAULT_LIST_ID for i in lists], "list_id")
+
+    return prefect_server.run_flow(flow_, **kwargs)
+
+
+def _start_prefect() -> None:
+    """Launch the temporary Prefect server first, so its start-up overlaps the imports and model loading."""
+    _offline_prefect()
+    from ..flows import prefect_server
+
+    prefect_server.start()
+
+
+def _flow_analyzer() -> None:
+    """Load the models the flows share (flows.scan.worker_analyzer) up front: a missing or bad pack is a
+    one-line error here rather than a failed flow run."""
+    from ..flows.scan import worker_analyzer
+    from ..models import PackError
+    from ..models.fetch import ModelFetchError
+
+    try:
+        worker_analyzer()
+    except (ModelFetchError, PackError) as exc:
+        _fail(str(exc), 1)
+
+
 @app.command("run")
 @_writes
 def run_cmd(
@@ -166,9 +203,10 @@ def dedup_cmd(
     lake: LakeOpt = None,
 ) -> None:
     """Merge the persons of a list that are the same person into the oldest of them (faces and fields kept)."""
-    from ..ops.dedup import dedup
+    _start_prefect()
+    from ..flows.maintenance import dedup_flow
 
-    _run(dedup, _lake(lake), list_id, threshold=threshold, dry_run=dry_run)
+    _run(_flow, dedup_flow, lists=[list_id], list_id=list_id, lake=lake, threshold=threshold, dry_run=dry_run)
 
 
 @app.command("enrol")
@@ -183,14 +221,17 @@ def enrol_cmd(
     lake: LakeOpt = None,
 ) -> None:
     """Create persons from a folder-per-person tree or a CSV manifest."""
-    from ..ops.enrol import enrol
+    _start_prefect()
+    from ..flows.maintenance import enrol_flow
 
+    _flow_analyzer()
     _run(
-        enrol,
-        _lake(lake),
-        _analyzer(),
-        source,
+        _flow,
+        enrol_flow,
+        lists=[list_id],
+        source=source,
         list_id=list_id,
+        lake=lake,
         drop_image=drop_image,
         new_person_threshold=new_person_threshold,
     )
@@ -203,9 +244,11 @@ def reindex_cmd(
     lake: LakeOpt = None,
 ) -> None:
     """Rebuild the FAISS indexes of person lists from the persons table."""
-    from ..ops.search import reindex
+    _start_prefect()
+    from ..flows.maintenance import reindex_flow
 
-    _run(reindex, _lake(lake), _analyzer().pack.embedder.dim, list_id)
+    _flow_analyzer()
+    _run(_flow, reindex_flow, lists=list_id or [], lake=lake, list_ids=list_id)
 
 
 @app.command("schedule")
