@@ -15,10 +15,12 @@ import json
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import Failed, State
 
 from enface_batch.fsio import is_transient
 from enface_batch.lake.store import Lake
 from enface_batch.ops.enrol import enrol
+from enface_batch.ops.errors import EnfaceError
 from enface_batch.ops.search import reindex
 
 from .scan import worker_analyzer
@@ -32,6 +34,12 @@ def _report(key: str, title: str, result: dict) -> dict:
     return result
 
 
+def _refused(exc: EnfaceError) -> State:
+    """A request the seed would answer 4xx (unknown list, bad threshold): the run fails with that one line
+    instead of a traceback, and the caller still gets the exception (the CLI prints its JSON and exit code)."""
+    return Failed(message=f"{exc.status_code}: {exc.message}", data=exc)
+
+
 @flow(name="enrol", log_prints=True)
 def enrol_flow(
     source: str,
@@ -41,15 +49,18 @@ def enrol_flow(
     new_person_threshold: str | None = None,
 ) -> dict:
     """Persons from a folder-per-person tree or a CSV manifest."""
-    with Lake(lake, create=False).writer_lock("enface enrol flow"):
-        result = enrol(
-            Lake(lake),
-            worker_analyzer(),
-            source,
-            list_id=list_id,
-            drop_image=drop_image,
-            new_person_threshold=new_person_threshold,
-        )
+    try:
+        with Lake(lake, create=False).writer_lock("enface enrol flow"):
+            result = enrol(
+                Lake(lake),
+                worker_analyzer(),
+                source,
+                list_id=list_id,
+                drop_image=drop_image,
+                new_person_threshold=new_person_threshold,
+            )
+    except EnfaceError as exc:
+        return _refused(exc)
     return _report("enrol-summary", "Enrolment", result)
 
 
@@ -58,10 +69,13 @@ def dedup_flow(list_id: str, lake: str | None = None, threshold: str = "90", dry
     """Merge persons of a list that are the same person; every merge is recorded in the merges table."""
     from enface_batch.ops.dedup import dedup
 
-    if dry_run:  # writes nothing
-        return _report("dedup-summary", "Dedup", dedup(Lake(lake), list_id, threshold=threshold, dry_run=True))
-    with Lake(lake, create=False).writer_lock("enface dedup flow"):
-        result = dedup(Lake(lake), list_id, threshold=threshold)
+    try:
+        if dry_run:  # writes nothing
+            return _report("dedup-summary", "Dedup", dedup(Lake(lake), list_id, threshold=threshold, dry_run=True))
+        with Lake(lake, create=False).writer_lock("enface dedup flow"):
+            result = dedup(Lake(lake), list_id, threshold=threshold)
+    except EnfaceError as exc:
+        return _refused(exc)
     return _report("dedup-summary", "Dedup", result)
 
 
@@ -82,6 +96,9 @@ def reindex_task(lake: str | None, dim: int, list_ids: list[str] | None) -> dict
 def reindex_flow(lake: str | None = None, list_ids: list[str] | None = None) -> dict:
     """Rebuild the FAISS indexes from the persons table."""
     dim = worker_analyzer().pack.embedder.dim
-    with Lake(lake, create=False).writer_lock("enface reindex flow"):
-        result = reindex_task(lake, dim, list_ids)
+    try:
+        with Lake(lake, create=False).writer_lock("enface reindex flow"):
+            result = reindex_task(lake, dim, list_ids)
+    except EnfaceError as exc:
+        return _refused(exc)
     return _report("reindex-summary", "Reindex", result)

@@ -89,9 +89,18 @@ def run_flow(flow_, /, **kwargs):
         return flow_(**kwargs)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    os.environ["PREFECT_API_URL"] = url  # worker processes and Dask workers started from here inherit it
-    with temporary_settings({PREFECT_API_URL: url}):
-        return flow_(**kwargs)
+    # Worker processes and Dask workers started by the flow inherit the variable; it is put back afterwards so
+    # that a later call in the same process (tests drive the CLI in-process) finds this server again.
+    saved = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        with temporary_settings({PREFECT_API_URL: url}):
+            return flow_(**kwargs)
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved
 
 
 def stop() -> None:

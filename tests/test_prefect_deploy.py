@@ -92,7 +92,7 @@ def test_enrol_and_dedup_are_recorded_flow_runs_on_a_temporary_server(tmp_path, 
 
     assert enface("enrol", str(tree), "--list-id", staff)["persons_created"] == 2
     assert enface("dedup", "--list-id", staff)["persons_after"] == 2
-    # a mistyped list is the seed's 404 before any flow starts, with the error JSON on stdout
+    # a mistyped list: the seed's 404 JSON on stdout, exit 4, and a failed run that says why
     p = subprocess.run(
         [
             sys.executable,
@@ -116,5 +116,5 @@ def test_enrol_and_dedup_are_recorded_flow_runs_on_a_temporary_server(tmp_path, 
             "select flow.name, flow_run.state_type from flow_run join flow on flow.id = flow_run.flow_id"
         ).fetchall()
         keys = {k for (k,) in db.execute("select key from artifact where key is not null")}
-    assert sorted(runs) == [("dedup", "COMPLETED"), ("enrol", "COMPLETED")]
+    assert sorted(runs) == [("dedup", "COMPLETED"), ("dedup", "FAILED"), ("enrol", "COMPLETED")]
     assert {"enrol-summary", "dedup-summary"} <= keys

@@ -109,18 +109,10 @@ def _offline_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
-def _flow(flow_, *, lists: list[str] | None = None, **kwargs):
+def _flow(flow_, **kwargs):
     """Run a flow the way `enface run` runs the scan: recorded by the configured Prefect server, or else by a
-    temporary one that starts with the command and stops after it (its runs stay in PREFECT_HOME's database).
-
-    The person lists named are checked first, so a typo is the seed's 400/404 and not a failed flow run.
-    """
+    temporary one that starts with the command and stops after it (its runs stay in PREFECT_HOME's database)."""
     from ..flows import prefect_server
-    from ..lake.schemas import DEFAULT_LIST_ID
-    from ..ops.catalog import require_lists
-
-    if lists is not None:
-        require_lists(_lake(kwargs.get("lake")), [i or DEFAULT_LIST_ID for i in lists], "list_id")
 
     return prefect_server.run_flow(flow_, **kwargs)
 
@@ -206,7 +198,7 @@ def dedup_cmd(
     _start_prefect()
     from ..flows.maintenance import dedup_flow
 
-    _run(_flow, dedup_flow, lists=[list_id], list_id=list_id, lake=lake, threshold=threshold, dry_run=dry_run)
+    _run(_flow, dedup_flow, list_id=list_id, lake=lake, threshold=threshold, dry_run=dry_run)
 
 
 @app.command("enrol")
@@ -228,7 +220,6 @@ def enrol_cmd(
     _run(
         _flow,
         enrol_flow,
-        lists=[list_id],
         source=source,
         list_id=list_id,
         lake=lake,
@@ -248,7 +239,7 @@ def reindex_cmd(
     from ..flows.maintenance import reindex_flow
 
     _flow_analyzer()
-    _run(_flow, reindex_flow, lists=list_id or [], lake=lake, list_ids=list_id)
+    _run(_flow, reindex_flow, lake=lake, list_ids=list_id)
 
 
 @app.command("schedule")
