@@ -75,11 +75,19 @@ def lake_vacuum(
     lake: LakeOpt = None,
 ) -> None:
     """Delete data files that no table version within the retention uses (left by optimize, merges, deletes)."""
-    from deltalake.exceptions import DeltaError
+    from deltalake.exceptions import DeltaError, TableNotFoundError
 
     from ..lake import upkeep
+    from ..lake.store import Lake
 
     try:
-        _print(upkeep.vacuum(_lake(lake), retention_hours=retention_hours, dry_run=dry_run))
+        # a dry run opens the lake without creating or upgrading it: it holds no lock, so it must not write
+        _print(
+            upkeep.vacuum(
+                Lake(lake, create=False) if dry_run else _lake(lake), retention_hours=retention_hours, dry_run=dry_run
+            )
+        )
+    except TableNotFoundError as exc:
+        _fail(f"no lake there: {exc}")
     except DeltaError as exc:  # a retention under the table's delta.deletedFileRetentionDuration
         _fail(f"{exc}; readers may still use those files, so vacuum keeps at least the tables' retention (168 h)")
