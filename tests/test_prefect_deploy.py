@@ -1,5 +1,5 @@
 """Prefect as Prefect users run it: prefect.yaml deployed with `prefect deploy --all` to a process work pool
-and executed by `prefect worker start`; and `enface enrol` / `enface dedup` recorded as flow runs with their
+and executed by `prefect worker start`; and `enface enrol` / `dedup` / `reindex` recorded as flow runs with their
 summary artifacts by the temporary server the command starts and stops, like `enface run`."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def test_prefect_yaml_deploys_the_scan_with_its_schedule_and_a_process_worker_ru
     assert lake.read("images").num_rows == 2 and lake.read("persons").num_rows == 2
 
 
-def test_enrol_and_dedup_are_recorded_flow_runs_on_a_temporary_server(tmp_path, test_data):
+def test_enrol_dedup_and_reindex_are_recorded_flow_runs_on_a_temporary_server(tmp_path, test_data):
     johns = test_data / "fixtures/dlib_examples/johns"
     tree = tmp_path / "people"
     for person in sorted(p for p in johns.iterdir() if p.is_dir())[:2]:
@@ -92,6 +92,7 @@ def test_enrol_and_dedup_are_recorded_flow_runs_on_a_temporary_server(tmp_path, 
 
     assert enface("enrol", str(tree), "--list-id", staff)["persons_created"] == 2
     assert enface("dedup", "--list-id", staff)["persons_after"] == 2
+    assert enface("reindex", "--list-id", staff)["lists"][staff]["persons"] == 2
     # a mistyped list: the seed's 404 JSON on stdout, exit 4, and a failed run that says why
     p = subprocess.run(
         [
@@ -116,5 +117,10 @@ def test_enrol_and_dedup_are_recorded_flow_runs_on_a_temporary_server(tmp_path, 
             "select flow.name, flow_run.state_type from flow_run join flow on flow.id = flow_run.flow_id"
         ).fetchall()
         keys = {k for (k,) in db.execute("select key from artifact where key is not null")}
-    assert sorted(runs) == [("dedup", "COMPLETED"), ("dedup", "FAILED"), ("enrol", "COMPLETED")]
-    assert {"enrol-summary", "dedup-summary"} <= keys
+    assert sorted(runs) == [
+        ("dedup", "COMPLETED"),
+        ("dedup", "FAILED"),
+        ("enrol", "COMPLETED"),
+        ("reindex", "COMPLETED"),
+    ]
+    assert {"enrol-summary", "dedup-summary", "reindex-summary"} <= keys
