@@ -122,14 +122,17 @@ def scan(
     with Lake(lake, create=False).writer_lock("enface scan flow"):
         lk = Lake(lake)
         summaries = _scan(sources, lk, chunk_size, workers, commit_images)
-        upkeep_task(lk.uri, get_settings().optimize_every)
+        state = upkeep_task(lk.uri, get_settings().optimize_every, return_state=True)
+        if state.is_failed():  # the scan itself succeeded: its run stays Completed
+            get_run_logger().warning(f"lake upkeep failed ({state.message}); the next scan tries again")
         return summaries
 
 
 # Upkeep rewrites and deletes files: a transient store error (S3 throttling) is worth one more try after a
 # pause, and both steps are idempotent (compacting compacted files does nothing; vacuum deletes only what no
 # version within the retention uses). The timeout bounds a hung store call; the scan's rows are already
-# committed, so a failed upkeep fails only this task, and the next due run tries again.
+# committed, so a failed upkeep fails only this task (the flow logs a warning), and the next scan tries again
+# (the run count is saved only once both steps are done).
 @task(name="lake-upkeep", retries=1, retry_delay_seconds=30, timeout_seconds=3600, persist_result=False)
 def upkeep_task(lake_uri: str, every: int) -> dict | None:
     done = upkeep.after_run(Lake(lake_uri, create=False), every)

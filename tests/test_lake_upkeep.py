@@ -147,3 +147,28 @@ def test_a_reader_pinned_before_optimize_and_vacuum_reads_on(lake):
     fresh = reader.snapshot()
     assert len(fresh.files("person_lists")) == 1
     assert sorted(fresh.read("person_lists", columns=["list_id", "name"]).to_pylist(), key=str) == before
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_failed_upkeep_leaves_the_scan_completed_and_is_tried_again(tmp_path, test_data, env, monkeypatch):
+    from enface_batch.flows import scan as scan_flow
+    from enface_batch.lake import upkeep
+
+    env("ENFACE_OPTIMIZE_EVERY", 1)
+    monkeypatch.setattr(scan_flow, "upkeep_task", scan_flow.upkeep_task.with_options(retries=0))
+    real = upkeep.optimize
+    monkeypatch.setattr(upkeep, "optimize", lambda lake: (_ for _ in ()).throw(ConnectionResetError("store down")))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(test_data / "lfw_dev" / "images" / "Eric_Daze" / "Eric_Daze_0001.jpg", folder / "a.jpg")
+    lake = Lake(tmp_path / "lake")
+    make_source(lake, folder)
+    (summary,) = scan_flow.run_scan(lake=lake.uri, workers=1)  # the scan's result, not the upkeep's error
+    assert summary["images_new"] == 1
+    state = json.loads((Path(lake.uri) / "_upkeep" / "state.json").read_text())
+    assert state["runs_since"] == 1 and "last" not in state  # not reset: the next scan tries again
+    monkeypatch.setattr(upkeep, "optimize", real)
+    shutil.copy(test_data / "lfw_dev" / "images" / "Tanya_Holyk" / "Tanya_Holyk_0001.jpg", folder / "b.jpg")
+    scan_flow.run_scan(lake=lake.uri, workers=1)
+    state = json.loads((Path(lake.uri) / "_upkeep" / "state.json").read_text())
+    assert state["runs_since"] == 0 and state["last"] and lake.data_files("images") == 1

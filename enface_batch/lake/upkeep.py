@@ -74,8 +74,8 @@ def after_run(lake: Lake, every: int) -> dict | None:
         return None
     state = _state(lake)
     state["runs_since"] = int(state.get("runs_since", 0)) + 1
+    _save(lake, state)  # counted before the upkeep: if it fails, the next scan finds it due and tries again
     if state["runs_since"] < every:
-        _save(lake, state)
         return None
     done = {"optimize": optimize(lake), "vacuum": vacuum(lake)}
     _save(lake, {"runs_since": 0, "last": now().isoformat()})
