@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         description="The lake's writer lock is stale when its holder has not renewed it for this long; holders "
         "renew it every third of it (ENFACE_LOCK_TTL_SECONDS).",
     )
+    optimize_every: int = Field(
+        default=7,
+        ge=0,
+        description="The scan flow compacts and vacuums the lake (enface lake optimize, vacuum) after every N-th "
+        "scan (ENFACE_OPTIMIZE_EVERY; 0 = never, 7 = weekly for nightly scans).",
+    )
     lake: str = Field(
         default="enface-lake",
         description="Where the tables live: a folder or a URI such as s3://bucket/prefix (ENFACE_LAKE).",

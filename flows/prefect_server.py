@@ -80,6 +80,29 @@ def api_url(timeout: float = 120.0) -> str | None:
     return None
 
 
+def run_flow(flow_, /, **kwargs):
+    """Call a flow against the configured Prefect API, or else the early temporary server (started here if
+    start() was not called yet): the run, its logs and artifacts are recorded either way."""
+    start()
+    url = api_url()
+    if url is None:
+        return flow_(**kwargs)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # Worker processes and Dask workers started by the flow inherit the variable; it is put back afterwards so
+    # that a later call in the same process (tests drive the CLI in-process) finds this server again.
+    saved = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        with temporary_settings({PREFECT_API_URL: url}):
+            return flow_(**kwargs)
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved
+
+
 def stop() -> None:
     global _proc, _url
     if _proc is not None:

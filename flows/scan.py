@@ -9,18 +9,20 @@ writer of the lake (search, auto-enrolment and commits), as enface_batch.scan de
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Callable
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from enface_batch.analyze import Analyzer, ImageResult
 from enface_batch.flows import prefect_server
+from enface_batch.flows.progress import hook as progress_hook
+from enface_batch.flows.progress import report as report_progress
+from enface_batch.flows.progress import reporting
+from enface_batch.lake import upkeep
 from enface_batch.lake.store import Lake
 from enface_batch.models import load_pack
 from enface_batch.models.session import cores
@@ -35,11 +37,9 @@ from enface_batch.scan import (
     chunks,
     plan,
 )
+from enface_batch.settings import get_settings
 
 _ANALYZERS: dict[int | None, Analyzer] = {}
-# run_scan's on_progress while its flow runs in this process: a callable is no flow parameter (Prefect records
-# parameters as JSON), so the chunk loop finds the CLI's progress bar here.
-_ON_PROGRESS: Callable[..., None] | None = None
 
 
 def worker_analyzer(threads: int | None = None) -> Analyzer:
@@ -124,7 +124,29 @@ def scan(
     # One writer per lake: a second scan would analyse and commit the same new files again. Re-entrant, so
     # `enface run`, which took the lock already, shares its hold.
     with Lake(lake, create=False).writer_lock("enface scan flow"):
-        return _scan(sources, Lake(lake), chunk_size, workers, commit_images)
+        lk = Lake(lake)
+        summaries = _scan(sources, lk, chunk_size, workers, commit_images)
+        state = upkeep_task(lk.uri, get_settings().optimize_every, return_state=True)
+        if state.is_failed():  # the scan itself succeeded: its run stays Completed
+            get_run_logger().warning(f"lake upkeep failed ({state.message}); the next scan tries again")
+        return summaries
+
+
+# Upkeep rewrites and deletes files: a transient store error (S3 throttling) is worth one more try after a
+# pause, and both steps are idempotent (compacting compacted files does nothing; vacuum deletes only what no
+# version within the retention uses). The timeout bounds a hung store call; the scan's rows are already
+# committed, so a failed upkeep fails only this task (the flow logs a warning), and the next scan tries again
+# (the run count is saved only once both steps are done).
+@task(name="lake-upkeep", retries=1, retry_delay_seconds=30, timeout_seconds=3600, persist_result=False)
+def upkeep_task(lake_uri: str, every: int) -> dict | None:
+    done = upkeep.after_run(Lake(lake_uri, create=False), every)
+    if done:
+        opt = done["optimize"]["tables"]
+        get_run_logger().info(
+            f"lake upkeep: {sum(t['files_before'] for t in opt.values())} data files compacted to "
+            f"{sum(t['files_after'] for t in opt.values())}; vacuum deleted {done['vacuum']['deleted']}"
+        )
+    return done
 
 
 def _scan(sources: list[str] | None, lk: Lake, chunk_size: int, workers: int | None, commit_images: int) -> list[dict]:
@@ -145,8 +167,7 @@ def _scan(sources: list[str] | None, lk: Lake, chunk_size: int, workers: int | N
             f"{len(p.analyse)} new contents in {len(todo)} chunks"
         )
         progress = create_progress_artifact(0.0, description=f"scan of {source['name']}") if todo else None
-        if _ON_PROGRESS:
-            _ON_PROGRESS(source["name"], 0, len(p.analyse), 0)
+        report_progress(source["name"], 0, len(p.analyse), 0)
         inflight: deque = deque()
         done = 0
         t0 = time.perf_counter()
@@ -181,8 +202,8 @@ def _progress(artifact_id, done: int, total: int, t0: float, log, name: str, fac
     if artifact_id:
         update_progress_artifact(artifact_id, progress=100.0 * done / max(total, 1))
     line = f"{name}: {done}/{total} images analysed, {faces} faces ({rate:.1f} images/s)"
-    if _ON_PROGRESS:  # a terminal shows the bar; the line still reaches the flow run's log in the Prefect API
-        _ON_PROGRESS(name, done, total, faces)
+    if progress_hook():  # a terminal shows the bar; the line still reaches the flow run's log in the Prefect API
+        report_progress(name, done, total, faces)
         log.debug(line)
     else:
         log.info(line)
@@ -204,18 +225,9 @@ def run_scan(
     ``on_progress(source_name, images_done, images_total, faces)`` is called after each chunk is written
     (the CLI draws it on a terminal); without it the flow logs a line per chunk instead.
     """
-    global _ON_PROGRESS
     prefect_server.start()
     worker_analyzer(worker_threads(workers))  # the flow process needs the models too: load them meanwhile
     flow_ = scan.with_options(task_runner=make_runner(runner, workers, dask_address))
     kwargs = dict(sources=sources, lake=lake, chunk_size=chunk_size, workers=workers, commit_images=commit_images)
-    url = prefect_server.api_url()
-    _ON_PROGRESS = on_progress
-    try:
-        if url is None:
-            return flow_(**kwargs)
-        os.environ["PREFECT_API_URL"] = url  # worker processes and Dask workers started from here inherit it
-        with temporary_settings({PREFECT_API_URL: url}):
-            return flow_(**kwargs)
-    finally:
-        _ON_PROGRESS = None
+    with reporting(on_progress):
+        return prefect_server.run_flow(flow_, **kwargs)

@@ -432,7 +432,11 @@ def test_browse_persons_faces_and_images(server):
     http, ids, h = server.http, server.ids, server.h
     page = _ok(http.get(f"/browse/lists/{ids['vip']}/persons", headers=h))
     assert page["total"] == 2 and page["name"] == "vip"
-    assert [p["fields"] for p in page["persons"]] == [["Barack Obama"], ["Joe Biden"]]  # oldest first
+    assert [p["name"] for p in page["persons"]] == ["Barack Obama", "Joe Biden"]  # most photos first
+    assert page["persons"][0]["photos"] > page["persons"][1]["photos"] and page["sort"] == "photos"
+    oldest = _ok(http.get(f"/browse/lists/{ids['vip']}/persons?sort=created", headers=h))["persons"]
+    assert [p["person_id"] for p in oldest] == [ids["obama"], ids["biden"]]
+    _err(http.get(f"/browse/lists/{ids['vip']}/persons?sort=name", headers=h), 400)
     assert all(Image.open(io.BytesIO(base64.b64decode(p["thumb"]))).size == (112, 112) for p in page["persons"])
     second = _ok(http.get(f"/browse/lists/{ids['vip']}/persons?offset=1&limit=1&thumbs=false", headers=h))
     assert [p["person_id"] for p in second["persons"]] == [ids["biden"]] and second["persons"][0]["thumb"] is None
@@ -456,6 +460,16 @@ def test_browse_persons_faces_and_images(server):
             page = _ok(http.get(f"/browse/lists/{lid}/persons/{p['person_id']}", headers=h))
             assert len(page["faces"]) == p["faces"] >= 1
         assert _ok(http.get(f"/browse/lists/{lid}/persons?offset=60", headers=h))["persons"] == []
+    # every photo of a person, newest first, in pages; each with its face thumb and match score
+    photos = _ok(http.get(f"/browse/lists/{ids['vip']}/persons/{ids['obama']}/photos", headers=h))
+    assert photos["name"] == "Barack Obama" and photos["total"] == len(obama["faces"]) >= 3
+    assert all(p["thumb"] for p in photos["photos"])
+    assert [p["how"] for p in photos["photos"]][-1] == "enrolled"  # the enrolment photo is the oldest
+    assert all(p["score"] >= 80 for p in photos["photos"] if p["how"] == "matched")
+    one = f"/browse/lists/{ids['vip']}/persons/{ids['obama']}/photos?limit=1&offset="
+    paged = [p["image_sha256"] for o in range(photos["total"]) for p in _ok(http.get(f"{one}{o}", headers=h))["photos"]]
+    assert paged == [p["image_sha256"] for p in photos["photos"]]
+    _err(http.get(f"/browse/lists/{ids['vip']}/persons/{uuid.uuid4()}/photos", headers=h), 404)
     _err(http.get(f"/browse/lists/{ids['vip']}/persons/{uuid.uuid4()}", headers=h), 404)
     _err(http.get(f"/browse/lists/{ids['vip']}/persons/xyz", headers=h), 400)
 
@@ -479,7 +493,8 @@ def test_browse_shows_paths_relative_to_the_source_not_server_paths(server):
     root = os.path.dirname(server.lake.uri)
     obama = http.get(f"/browse/lists/{ids['vip']}/persons/{ids['obama']}", headers=h)
     images = http.get(f"/browse/sources/{ids['source']}/images", headers=h)
-    for r in (obama, images):
+    photos = http.get(f"/browse/lists/{ids['vip']}/persons/{ids['obama']}/photos", headers=h)
+    for r in (obama, images, photos):
         assert r.status_code == 200 and root not in r.text and str(server.ex) not in r.text, r.text[:300]
     assert obama.json()["faces"][0]["image_uri"] == "obama.jpg"  # enrolled by name: the file name only
     assert {a["image_uri"] for a in obama.json()["appearances"]} <= set(PHOTOS)  # relative to the source
@@ -615,41 +630,90 @@ def test_openapi_schema_fuzz_finds_no_server_error(server):
 
 # -- the page, in headless Chromium -----------------------------------------------------------------------------------
 def test_page_in_headless_chromium(server):
+    """The gallery as a person uses it: log in, the persons by name (most photos first), a person's photos in
+    pages with their scores, a photo opened, a search by upload. Screenshots go to reports/gallery/ (the
+    README shows them)."""
     if not CHROMIUM:
         pytest.skip("chromium is not installed (make test installs Debian's chromium and chromium-driver)")
     pw = pytest.importorskip("playwright.sync_api", reason="playwright (python package) is in the test extra")
     ids = server.ids
+    shots = Path(__file__).resolve().parents[1] / "reports" / "gallery"
+    shots.mkdir(parents=True, exist_ok=True)
+
+    def shot(page, name: str) -> None:
+        page.wait_for_timeout(300)  # let the last thumbs paint
+        page.screenshot(path=str(shots / f"{name}.png"))
+
+    def loaded(page, selector: str) -> list:
+        widths = page.eval_on_selector_all(selector, "els => els.map(e => e.complete && e.naturalWidth)")
+        assert widths and all(w and w > 0 for w in widths), (selector, widths)
+        return widths
+
     with pw.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1100, "height": 720})
             page.set_default_timeout(60_000)
-            page.goto(server.base + "/")
+            page.goto(server.base + "/ui?per_page=2")
             page.fill("#login-email", EMAIL)
             page.fill("#login-password", PASSWORD)
             page.click("#login-submit")
             page.click(f".list-item[data-list-id='{ids['vip']}']")
             page.wait_for_selector(f".person-card[data-person-id='{ids['obama']}'] img")
-            widths = page.eval_on_selector_all("#gallery img", "els => els.map(e => e.complete && e.naturalWidth)")
-            assert len(widths) == 2 and all(w and w > 0 for w in widths), widths
+            loaded(page, "#gallery img")
+            names = page.eval_on_selector_all("#gallery .person-card .name", "els => els.map(e => e.textContent)")
+            assert names == ["Barack Obama", "Joe Biden"]  # by name, most photos first
+            counts = page.inner_text(f".person-card[data-person-id='{ids['obama']}'] .count")
+            total = _ok(server.http.get(f"/browse/lists/{ids['vip']}/persons/{ids['obama']}/photos", headers=server.h))
+            assert counts.startswith(f"{total['total']} photos")
+            shot(page, "persons")
+
+            # the person: photos two to a page (?per_page=2), newest first, each with its score
             page.click(f".person-card[data-person-id='{ids['obama']}']")
-            page.wait_for_selector("#faces img.face-thumb")
+            page.wait_for_selector("#photos .photo-card img")
             assert page.inner_text("#person-title") == "Barack Obama"
-            widths = page.eval_on_selector_all("#faces img", "els => els.map(e => e.complete && e.naturalWidth)")
-            assert widths and all(w and w > 0 for w in widths), widths
-            # the search box: a photo in, the matches (with their thumbs) out
+            loaded(page, "#photos img")
+            assert page.inner_text("#photos-range") == f"1–2 of {total['total']}"
+            first_page = page.eval_on_selector_all("#photos .photo-card", "els => els.map(e => e.dataset.sha)")
+            scores = page.eval_on_selector_all("#photos .score", "els => els.map(e => e.textContent)")
+            assert len(first_page) == 2 and all(s.endswith("%") for s in scores), scores  # newest: matched faces
+            shot(page, "person")
+            page.click(".photo-card >> nth=0")
+            page.wait_for_selector("#photo-box img#photo")
+            assert page.eval_on_selector("#photo", "e => e.complete && e.naturalWidth") > 0
+            page.click("#photos-next")
+            page.wait_for_selector("#photos-range:text-matches('^3–')")  # (the page's CSP forbids eval)
+            second_page = page.eval_on_selector_all("#photos .photo-card", "els => els.map(e => e.dataset.sha)")
+            assert second_page and not set(second_page) & set(first_page)
+            assert second_page == [x["image_sha256"] for x in total["photos"][2:4]]
+            loaded(page, "#photos img")
+            page.click("#photos-prev")
+            page.wait_for_selector("#photos-range:text-matches('^1–')")
+
+            # the search box: a photo in, its best matches (names, scores, thumbs) out; nothing is created
+            before = server.lake.read("persons").num_rows
             page.set_input_files("#search-file", str(server.ex / "obama2.jpg"))
             page.click("#search-submit")
-            page.wait_for_selector("#search-results .match-card img")
-            first = page.eval_on_selector("#search-results .match-card img", "e => e.naturalWidth")
-            assert first > 0
-            # a person of the scanned-and-deduplicated list opens too, with its faces
+            page.wait_for_selector(f"#search-results .match-card[data-person-id='{ids['obama']}'] .name")
+            assert page.inner_text(f"#search-results .match-card[data-person-id='{ids['obama']}'] .name") == (
+                "Barack Obama"
+            )
+            loaded(page, "#search-results .match-card img")
+            assert server.lake.read("persons").num_rows == before
+            shot(page, "search")
+
+            # a person of the scanned-and-deduplicated list opens too, with its photos
             scanned = _ok(server.http.get(f"/browse/lists/{ids['scanned']}/persons", headers=server.h))["persons"]
-            pid = scanned[0]["person_id"]
             page.click(f".list-item[data-list-id='{ids['scanned']}']")
-            page.click(f".person-card[data-person-id='{pid}']")
-            page.wait_for_selector("#faces img.face-thumb")
-            widths = page.eval_on_selector_all("#faces img", "els => els.map(e => e.complete && e.naturalWidth)")
-            assert widths and all(w and w > 0 for w in widths), widths
+            page.click(f".person-card[data-person-id='{scanned[0]['person_id']}']")
+            page.wait_for_selector("#photos .photo-card img")
+            loaded(page, "#photos img")
+
+            # a token handed over in the fragment logs a new tab in, and leaves the address bar
+            fresh = browser.new_page(viewport={"width": 1100, "height": 720})
+            fresh.goto(server.base + f"/ui#token={ids['forever']}")
+            fresh.wait_for_selector(".list-item")
+            assert "token" not in fresh.url
         finally:
             browser.close()
+    assert all((shots / f"{n}.png").stat().st_size < 300_000 for n in ("persons", "person", "search"))

@@ -291,6 +291,9 @@ def test_bad_parameters_change_nothing(lake):
     assert empty["persons_before"] == empty["persons_after"] == 0 and empty["merged"] == []
 
 
+# `enface dedup` runs the dedup flow: against the session's Prefect server, whose set-up also binds Prefect's
+# log handlers to the test's streams rather than to CliRunner's, which close after each invoke.
+@pytest.mark.usefixtures("prefect_server")
 def test_cli_dedup(tmp_path, faces):
     from typer.testing import CliRunner
 

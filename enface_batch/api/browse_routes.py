@@ -21,10 +21,18 @@ NOT_FOUND = {**ERRORS, 404: {"description": "Not Found"}}
 
 
 @router.get("/browse/lists/{list_id}/persons", tags=["browse"], responses=NOT_FOUND)
-def browse_persons(caller: CallerDep, list_id: str, offset: Offset = 0, limit: Limit = 50, thumbs: bool = True):
-    """A page of a list's persons, oldest first, with fields, face counts and 112x112 thumbs (base64 JPEG)."""
+def browse_persons(
+    caller: CallerDep,
+    list_id: str,
+    offset: Offset = 0,
+    limit: Limit = 50,
+    thumbs: bool = True,
+    sort: Annotated[Literal["photos", "created"], Query(description="photos: most photos, then newest")] = "photos",
+):
+    """A page of a list's persons (most photos first, or oldest first with sort=created), each with its name
+    (first field), fields, face and photo counts and 112x112 thumb (base64 JPEG)."""
     caller.user()
-    return browse.list_persons(caller.snap, list_id, offset=offset, limit=limit, thumbs=thumbs)
+    return browse.list_persons(caller.snap, list_id, offset=offset, limit=limit, thumbs=thumbs, sort=sort)
 
 
 @router.get("/browse/lists/{list_id}/persons/{person_id}", tags=["browse"], responses=NOT_FOUND)
@@ -43,6 +51,17 @@ def browse_person(
     return browse.person_detail(
         caller.snap, person_id, lid, thumbs=thumbs, appearances=appearances, min_score=min_score
     )
+
+
+@router.get("/browse/lists/{list_id}/persons/{person_id}/photos", tags=["browse"], responses=NOT_FOUND)
+def browse_person_photos(
+    caller: CallerDep, list_id: str, person_id: str, offset: Offset = 0, limit: Limit = 50, thumbs: bool = True
+):
+    """A page of every photo the person is in, newest first: each face's thumb, how it came to the person, its
+    match score, and the photo (served by /browse/images/{sha256})."""
+    caller.user()
+    lid = validate.uuid_str(list_id, "list_id")
+    return browse.person_photos(caller.snap, person_id, lid, offset=offset, limit=limit, thumbs=thumbs)
 
 
 @router.get("/browse/sources/{source_id}/images", tags=["browse"], responses=NOT_FOUND)

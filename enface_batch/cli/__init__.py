@@ -34,7 +34,7 @@ user_app = typer.Typer(no_args_is_help=True, help="Users of the endpoint (enface
 token_app = typer.Typer(no_args_is_help=True, help="Permanent access tokens of the endpoint.")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
-lake_app = typer.Typer(no_args_is_help=True, help="The lake itself: integrity check, writer lock.")
+lake_app = typer.Typer(no_args_is_help=True, help="The lake itself: check, unlock, optimize, vacuum.")
 app.add_typer(lake_app, name="lake")
 
 LakeOpt = Annotated[str | None, typer.Option("--lake", help="Lake folder or URI (default: ENFACE_LAKE)")]

@@ -1,4 +1,4 @@
-"""`enface lake check` and `enface lake unlock`: the lake itself."""
+"""`enface lake check`, `unlock`, `optimize` and `vacuum`: the lake itself."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from . import LakeOpt, _fail, _print, lake_app
+from . import LakeOpt, _fail, _lake, _print, _writes, lake_app
 
 
 @lake_app.command("check")
@@ -48,3 +48,49 @@ def lake_unlock(
         _fail(f"the lock {lock.uri} is held and renewed by {holder}; add --force only if that process is gone", 5)
     lock.fs.rm_file(lock.path)
     _print({"status": "ok", "lock": lock.uri, "removed": holder})
+
+
+@lake_app.command("optimize")
+@_writes
+def lake_optimize(lake: LakeOpt = None) -> None:
+    """Compact every table's small files into few large ones (deltalake's optimize; no row changes).
+
+    Also sets the tables' retention properties if the lake predates them. Readers keep working meanwhile; the
+    replaced files stay on disk for `enface lake vacuum`. Takes the writer lock.
+    """
+    from ..lake import upkeep
+
+    _print(upkeep.optimize(_lake(lake)))
+
+
+@lake_app.command("vacuum")
+@_writes
+def lake_vacuum(
+    retention_hours: Annotated[
+        int | None,
+        typer.Option(
+            "--retention-hours",
+            help="Keep files any version of the last N hours uses (default and minimum: the tables' 7 days, so "
+            "the endpoint's readers never lose a file they pinned)",
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the files it would delete; delete nothing")] = False,
+    lake: LakeOpt = None,
+) -> None:
+    """Delete data files that no table version within the retention uses (left by optimize, merges, deletes)."""
+    from deltalake.exceptions import DeltaError, TableNotFoundError
+
+    from ..lake import upkeep
+    from ..lake.store import Lake
+
+    try:
+        # a dry run opens the lake without creating or upgrading it: it holds no lock, so it must not write
+        _print(
+            upkeep.vacuum(
+                Lake(lake, create=False) if dry_run else _lake(lake), retention_hours=retention_hours, dry_run=dry_run
+            )
+        )
+    except TableNotFoundError as exc:
+        _fail(f"no lake there: {exc}")
+    except DeltaError as exc:  # a retention under the table's delta.deletedFileRetentionDuration
+        _fail(f"{exc}; readers may still use those files, so vacuum keeps at least the tables' retention (168 h)")

@@ -115,6 +115,35 @@ def _offline_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+def _flow(flow_, **kwargs):
+    """Run a flow the way `enface run` runs the scan: recorded by the configured Prefect server, or else by a
+    temporary one that starts with the command and stops after it (its runs stay in PREFECT_HOME's database)."""
+    from ..flows import prefect_server
+
+    return prefect_server.run_flow(flow_, **kwargs)
+
+
+def _start_prefect() -> None:
+    """Launch the temporary Prefect server first, so its start-up overlaps the imports and model loading."""
+    _offline_prefect()
+    from ..flows import prefect_server
+
+    prefect_server.start()
+
+
+def _flow_analyzer() -> None:
+    """Load the models the flows share (flows.scan.worker_analyzer) up front: a missing or bad pack is a
+    one-line error here rather than a failed flow run."""
+    from ..flows.scan import worker_analyzer
+    from ..models import PackError
+    from ..models.fetch import ModelFetchError
+
+    try:
+        worker_analyzer()
+    except (ModelFetchError, PackError) as exc:
+        _fail(str(exc), 1)
+
+
 @app.command("run")
 @_writes
 def run_cmd(
@@ -184,10 +213,12 @@ def dedup_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Merge the persons of a list that are the same person into the oldest of them (faces and fields kept)."""
-    from ..ops.dedup import dedup
+    _start_prefect()
+    from ..flows.maintenance import dedup_flow
+    from ..flows.progress import reporting
 
-    with Reporter(quiet, unit="faces") as report:
-        _run(dedup, _lake(lake), list_id, threshold=threshold, dry_run=dry_run, on_progress=report)
+    with Reporter(quiet, unit="faces", prefect_logs=True) as report, reporting(report if report.enabled else None):
+        _run(_flow, dedup_flow, list_id=list_id, lake=lake, threshold=threshold, dry_run=dry_run)
 
 
 @app.command("enrol")
@@ -203,18 +234,20 @@ def enrol_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Create persons from a folder-per-person tree or a CSV manifest."""
-    from ..ops.enrol import enrol
+    _start_prefect()
+    from ..flows.maintenance import enrol_flow
+    from ..flows.progress import reporting
 
-    with Reporter(quiet) as report:
+    _flow_analyzer()
+    with Reporter(quiet, prefect_logs=True) as report, reporting(report if report.enabled else None):
         _run(
-            enrol,
-            _lake(lake),
-            _analyzer(),
-            source,
+            _flow,
+            enrol_flow,
+            source=source,
             list_id=list_id,
+            lake=lake,
             drop_image=drop_image,
             new_person_threshold=new_person_threshold,
-            on_progress=report,
         )
 
 
@@ -225,9 +258,11 @@ def reindex_cmd(
     lake: LakeOpt = None,
 ) -> None:
     """Rebuild the FAISS indexes of person lists from the persons table."""
-    from ..ops.search import reindex
+    _start_prefect()
+    from ..flows.maintenance import reindex_flow
 
-    _run(reindex, _lake(lake), _analyzer().pack.embedder.dim, list_id)
+    _flow_analyzer()
+    _run(_flow, reindex_flow, lake=lake, list_ids=list_id)
 
 
 @app.command("schedule")

@@ -24,6 +24,18 @@ from .lock import WriterLock, check_not_lost
 from .migrate import migrate
 from .schemas import ACTION_DEFAULTS, DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID, TABLES
 
+# Set on every table at creation, and on older tables by `enface lake optimize` (set_properties). Why these:
+# removed files are kept 7 days, so a reader that pinned a version (the endpoint pins one per request, and its
+# caches at most a few versions back) never finds its files vacuumed away; the log is kept 30 days, the span
+# `version=` reads and time travel can go back; a checkpoint every 50 commits keeps opening a table a replay of
+# at most 50 small JSON files (a scan commits every 10 s).
+TABLE_PROPERTIES = {
+    "delta.deletedFileRetentionDuration": "interval 7 days",
+    "delta.logRetentionDuration": "interval 30 days",
+    "delta.checkpointInterval": "50",
+}
+MIN_RETENTION_HOURS = 7 * 24
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -132,6 +144,7 @@ class Lake:
                         self.table_uri(name),
                         pa.Table.from_pylist([], schema),
                         mode="error",
+                        configuration=TABLE_PROPERTIES,
                         storage_options=self.options,
                     )
                 except Exception:  # another process created it first: fine if it now exists
@@ -235,3 +248,40 @@ class Lake:
         )
         self.table(name).delete(pred)
         return self.version(name)
+
+    # -- upkeep (hold the writer lock: see lake.upkeep) -----------------------------------------------------
+    def set_properties(self, name: str) -> dict[str, str]:
+        """TABLE_PROPERTIES on a table made before they were set at creation; the ones it lacked."""
+        check_not_lost(self.uri)
+        dt = self.table(name)
+        have = dt.metadata().configuration
+        missing = {k: v for k, v in TABLE_PROPERTIES.items() if have.get(k) != v}
+        if missing:
+            dt.alter.set_table_properties(missing)
+        return missing
+
+    def optimize(self, name: str) -> dict:
+        """Compact a table's small files into few large ones (one commit that changes no rows), then write a
+        checkpoint so opening it reads one Parquet log file instead of every JSON commit."""
+        check_not_lost(self.uri)
+        dt = self.table(name)
+        metrics = dt.optimize.compact()
+        if metrics.get("numFilesRemoved"):
+            dt.create_checkpoint()
+        return metrics
+
+    def vacuum(
+        self, name: str, *, retention_hours: int | None = None, dry_run: bool = True, enforce: bool = True
+    ) -> list[str]:
+        """Delete files no version younger than the retention references (the table's
+        delta.deletedFileRetentionDuration when None). deltalake refuses a retention shorter than that property
+        unless enforce=False, which only a lake no reader is using may take (the upkeep bench's throwaway lake)."""
+        if not dry_run:
+            check_not_lost(self.uri)
+        return self.table(name).vacuum(
+            retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=enforce
+        )
+
+    def data_files(self, name: str) -> int:
+        """How many data files the current version of a table reads."""
+        return len(self.table(name).file_uris())

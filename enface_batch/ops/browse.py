@@ -13,6 +13,7 @@ from ..lake.protocols import ReadLake
 from ..scoring import DEFAULT_EMBEDDER, calibration_for
 from .catalog import get_source, require_lists
 from .errors import BadRequest
+from .identity import photos_of
 from .persons import person_record, person_rows
 from .shapes import iso, person_json
 
@@ -39,27 +40,51 @@ def _thumbs(lake: ReadLake, table: str, where: dict, key: str) -> dict[str, str 
     return {k: _b64(t) for k, t in zip(rows[key].to_pylist(), rows["thumb"].to_pylist(), strict=True)}
 
 
-def list_persons(lake: ReadLake, list_id: str, *, offset: object = 0, limit: object = 50, thumbs: bool = True) -> dict:
-    """A page of a list's persons, oldest first, each with its fields, its number of faces and its thumb."""
+SORTS = ("photos", "created")
+
+
+def display_name(fields: list[str] | None, person_id: str) -> str:
+    """What a person is called on screen: its first non-empty field (enrolment puts the name there), or else
+    "person " and the first 8 characters of its id."""
+    return next((f.strip() for f in fields or [] if f and f.strip()), f"person {person_id[:8]}")
+
+
+def list_persons(
+    lake: ReadLake, list_id: str, *, offset: object = 0, limit: object = 50, thumbs: bool = True, sort: str = "photos"
+) -> dict:
+    """A page of a list's persons, each with its name, fields, number of faces and photos, and thumb.
+
+    sort="photos": most photos first, then newest; sort="created": oldest first. Both need every person's
+    counts before paging, read from the light columns of person_faces.
+    """
+    if sort not in SORTS:
+        raise BadRequest(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
     lid = require_lists(lake, [list_id], "list_id")[0]
     o, n = page(offset, limit)
     name = lake.read("person_lists", where={"list_id": lid}, columns=["name"])["name"][0].as_py()
-    rows = sorted(person_rows(lake, {"list_id": lid}), key=lambda r: (r["created"], r["person_id"]))
+    rows = person_rows(lake, {"list_id": lid})
+    pf = lake.read("person_faces", where={"list_id": lid}, columns=["person_id", "image_sha256"])
+    counts: dict[str, int] = {}
+    for p in pf["person_id"].to_pylist():
+        counts[p] = counts.get(p, 0) + 1
+    photos = _distinct_photos(pf)
+    # a person without face rows (made before person_faces, or a crash between two commits) has its own face
+    faces_of = {r["person_id"]: counts.get(r["person_id"], 1) for r in rows}
+    photos_of = {r["person_id"]: photos.get(r["person_id"], 1) for r in rows}
+    if sort == "photos":
+        rows.sort(key=lambda r: (r["created"], r["person_id"]), reverse=True)  # newest first among equals
+        rows.sort(key=lambda r: photos_of[r["person_id"]], reverse=True)  # stable: keeps that order
+    else:
+        rows.sort(key=lambda r: (r["created"], r["person_id"]))
     chosen = rows[o : o + n]
     ids = [r["person_id"] for r in chosen]
-    counts: dict[str, int] = {}
-    photos: dict[str, int] = {}
-    if ids:
-        pf = lake.read("person_faces", where={"list_id": lid, "person_id": ids}, columns=["person_id", "image_sha256"])
-        for p in pf["person_id"].to_pylist():
-            counts[p] = counts.get(p, 0) + 1
-        photos = _distinct_photos(pf)
     thumb = _thumbs(lake, "persons", {"list_id": lid, "person_id": ids}, "person_id") if thumbs and ids else {}
     persons = [
         {
             **person_json(r, detail=True),
-            "faces": counts.get(r["person_id"], 1),
-            "photos": photos.get(r["person_id"], 1),
+            "name": display_name(r["fields"], r["person_id"]),
+            "faces": faces_of[r["person_id"]],
+            "photos": photos_of[r["person_id"]],
             "thumb": thumb.get(r["person_id"]),
         }
         for r in chosen
@@ -68,10 +93,62 @@ def list_persons(lake: ReadLake, list_id: str, *, offset: object = 0, limit: obj
         "status": "ok",
         "list_id": lid,
         "name": name,
+        "sort": sort,
         "total": len(rows),
         "offset": o,
         "limit": n,
         "persons": persons,
+    }
+
+
+def person_photos(
+    lake: ReadLake, person_id: str, list_id: str, *, offset: object = 0, limit: object = 50, thumbs: bool = True
+) -> dict:
+    """A page of every photo a person is in (identity.photos_of: each of its faces, newest first), each with
+    the face's thumb, how it came to the person and its match score, the photo's size and where it was seen
+    (relative to its source), and whether /browse/images can serve it."""
+    r = person_record(lake, person_id, list_id)
+    pid, lid = r["person_id"], r["list_id"]
+    o, n = page(offset, limit)
+    rows = list(reversed(photos_of(lake, pid, lid)))
+    chosen = rows[o : o + n]
+    roots = source_roots(lake)
+    images = _images_by_sha(lake, [p["image_sha256"] for p in chosen], roots)
+    keys = [(p["image_sha256"], p["face_index"]) for p in chosen]
+    boxes = _boxes(lake, keys)
+    face_thumbs: dict[tuple, str | None] = {}
+    if thumbs and chosen:
+        t = lake.read(
+            "person_faces", where={"person_id": pid, "list_id": lid}, columns=["image_sha256", "face_index", "thumb"]
+        )
+        for sha, idx, th in zip(*(t[c].to_pylist() for c in ("image_sha256", "face_index", "thumb")), strict=True):
+            face_thumbs[(sha, idx)] = _b64(th)
+    photos = []
+    for p, key in zip(chosen, keys, strict=True):
+        root = roots.get(p["source_id"]) if p["source_id"] else None
+        photos.append(
+            {
+                "image_sha256": p["image_sha256"],
+                "face_index": p["face_index"],
+                "how": p["how"],
+                "score": p["score"],
+                "added": p["added"],
+                "source_id": p["source_id"],
+                "paths": [display_path(x, root) for x in p["paths"]],
+                "image": images.get(p["image_sha256"]),
+                "bbox": boxes.get(key),
+                **({"thumb": face_thumbs.get(key)} if thumbs else {}),
+            }
+        )
+    return {
+        "status": "ok",
+        "person_id": pid,
+        "list_id": lid,
+        "name": display_name(r["fields"], pid),
+        "total": len(rows),
+        "offset": o,
+        "limit": n,
+        "photos": photos,
     }
 
 
@@ -184,7 +261,7 @@ def person_detail(
     images = _images_by_sha(lake, [f["image_sha256"] for f in faces], roots)
     for f in faces:
         f["image"] = images.get(f["image_sha256"])
-    out = {"status": "ok", **person_json(r, detail=True), "faces": faces}
+    out = {"status": "ok", **person_json(r, detail=True), "name": display_name(r["fields"], pid), "faces": faces}
     if thumbs:
         out.update(thumb=out_thumb, crop=out_crop)
     if n_appear:

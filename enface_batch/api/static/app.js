@@ -1,7 +1,21 @@
 "use strict";
 const $ = (sel, el = document) => el.querySelector(sel);
-const state = { token: sessionStorage.getItem("enface-token") || "", list: null, offset: 0, limit: 60, view: 0 };
+const state = { token: sessionStorage.getItem("enface-token") || "", list: null, offset: 0, limit: 60, view: 0, photoOffset: 0 };
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+// ?per_page=N sets the page size of both views (default: 60 persons, 24 photos)
+const PER_PAGE = parseInt(new URLSearchParams(location.search).get("per_page"), 10) || 0;
+const PAGE = PER_PAGE || 24;
+if (PER_PAGE) state.limit = PER_PAGE;
+
+// /ui#token=...: a token handed over in the fragment, which browsers never send to a server nor put in logs;
+// it moves to this tab's session storage and the address bar drops it.
+(function tokenFromFragment() {
+  const m = location.hash.match(/(?:^#|&)token=([^&]+)/);
+  if (!m) return;
+  state.token = decodeURIComponent(m[1]);
+  sessionStorage.setItem("enface-token", state.token);
+  history.replaceState(null, "", location.pathname + location.search);
+})();
 
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -58,48 +72,68 @@ async function showList(listId) {
   if (ticket !== state.view) return;
   const grid = el("div", { class: "gallery", id: "gallery" });
   for (const p of page.persons) {
-    grid.append(el("div", { class: "card person-card", "data-person-id": p.person_id, onclick: () => showPerson(listId, p.person_id) },
-      thumb(p.thumb, p.fields[0] || p.person_id), el("div", {}, p.fields[0] || p.person_id.slice(0, 8)),
-      el("div", { class: "muted" }, `${p.faces} face${p.faces === 1 ? "" : "s"}`)));
+    grid.append(el("div", { class: "card person-card", "data-person-id": p.person_id, title: p.fields.join(" · "),
+                            onclick: () => { state.photoOffset = 0; showPerson(listId, p.person_id); } },
+      thumb(p.thumb, p.name), el("div", { class: "name" }, p.name),
+      el("div", { class: "muted count" }, `${plural(p.photos, "photo")} · ${plural(p.faces, "face")}`)));
   }
   const last = Math.min(page.offset + page.limit, page.total);
   const pager = el("div", { class: "pager" },
-    el("button", { onclick: () => { state.offset = Math.max(0, state.offset - state.limit); showList(listId); } }, "‹ previous"),
-    el("span", { class: "muted" }, `${page.total ? page.offset + 1 : 0}–${last} of ${page.total}`),
-    el("button", { onclick: () => { if (last < page.total) { state.offset += state.limit; showList(listId); } } }, "next ›"));
-  $("#view").replaceChildren(el("h2", {}, page.name), pager, grid);
+    el("button", { id: "list-prev", onclick: () => { if (state.offset > 0) { state.offset = Math.max(0, state.offset - state.limit); showList(listId); } } }, "‹ previous"),
+    el("span", { class: "muted", id: "list-range" }, `${page.total ? page.offset + 1 : 0}–${last} of ${page.total}`),
+    el("button", { id: "list-next", onclick: () => { if (last < page.total) { state.offset += state.limit; showList(listId); } } }, "next ›"));
+  $("#view").replaceChildren(el("h2", {}, page.name), el("p", { class: "muted" }, "Most photos first, then newest."), pager, grid);
 }
 
-async function showPhoto(sha, target) {
-  const res = await api(`browse/images/${sha}`, { raw: true });
-  const img = el("img", { id: "photo", src: URL.createObjectURL(await res.blob()) });
-  target.replaceChildren(img);
+function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
+
+// The photo needs the token, which a plain link cannot carry: fetched, then shown and linked as a blob URL.
+async function showPhoto(sha, target, caption) {
+  target.replaceChildren(el("p", { class: "muted" }, "loading the photo…"));
+  try {
+    const res = await api(`browse/images/${sha}`, { raw: true });
+    const url = URL.createObjectURL(await res.blob());
+    target.replaceChildren(el("p", {}, caption || "", " ", el("a", { href: url, target: "_blank", id: "photo-link" }, "open full size")),
+      el("img", { id: "photo", src: url, alt: caption || "photo" }));
+    target.scrollIntoView({ behavior: "smooth", block: "nearest" });
+  } catch (err) { target.replaceChildren(el("p", { class: "error" }, String(err.message || err))); }
 }
 
 async function showPerson(listId, personId) {
   const ticket = ++state.view;
-  const p = await api(`browse/lists/${listId}/persons/${personId}?appearances=50`);
+  const offset = state.photoOffset || 0;
+  const [p, photos] = await Promise.all([
+    api(`browse/lists/${listId}/persons/${personId}?appearances=0&thumbs=true`),
+    api(`browse/lists/${listId}/persons/${personId}/photos?offset=${offset}&limit=${PAGE}`)]);
   if (ticket !== state.view) return;
-  const faces = el("div", { class: "faces", id: "faces" });
-  for (const f of p.faces) {
-    faces.append(el("div", { class: "face" },
-      f.thumb ? el("img", { class: "face-thumb", src: "data:image/jpeg;base64," + f.thumb, alt: "face" }) : el("span", { class: "noimg" }, "no image"),
-      f.crop ? el("img", { class: "face-crop", src: "data:image/jpeg;base64," + f.crop, alt: "face crop" }) : null,
-      el("div", {}, f.kind + (f.score != null ? ` (${f.score})` : "")),
-      el("div", { class: "muted" }, f.image ? `${f.image.uri} (${f.image.width}×${f.image.height})` : (f.image_uri || "image not kept"))));
+  const box = el("div", { id: "photo-box" });
+  const grid = el("div", { class: "gallery", id: "photos" });
+  for (const f of photos.photos) {
+    const where = f.paths[0] || (f.image && f.image.uri) || "(photo not kept)";
+    const score = f.score != null ? `${f.score} %` : f.how;
+    const canShow = f.image_sha256 && f.image;
+    grid.append(el("div", { class: "card photo-card", title: where, "data-sha": f.image_sha256 || "",
+                            onclick: () => canShow ? showPhoto(f.image_sha256, box, where) : null },
+      thumb(f.thumb, "face"), el("div", { class: "score" }, score),
+      el("div", { class: "muted path" }, where)));
   }
-  const photo = el("div", { id: "photo-box" });
-  const rows = (p.appearances || []).map(a => el("tr", {},
-    el("td", {}, a.created.slice(0, 19).replace("T", " ")), el("td", {}, a.score), el("td", {}, a.image_uri || "(not kept)"),
-    el("td", {}, a.image_sha256 && a.image_uri ? el("button", { onclick: () => showPhoto(a.image_sha256, photo) }, "show") : "")));
+  const last = Math.min(photos.offset + photos.limit, photos.total);
+  const go = (o) => { state.photoOffset = o; showPerson(listId, personId); };
+  const pager = el("div", { class: "pager" },
+    el("button", { id: "photos-prev", onclick: () => { if (offset > 0) go(Math.max(0, offset - PAGE)); } }, "‹ previous"),
+    el("span", { class: "muted", id: "photos-range" }, `${photos.total ? photos.offset + 1 : 0}–${last} of ${photos.total}`),
+    el("button", { id: "photos-next", onclick: () => { if (last < photos.total) go(offset + PAGE); } }, "next ›"));
+  const head = el("div", { class: "person-head" },
+    p.crop ? el("img", { class: "face-crop", src: "data:image/jpeg;base64," + p.crop, alt: p.name }) : thumb(p.thumb, p.name),
+    el("div", {},
+      el("h2", { id: "person-title" }, p.name),
+      p.fields.length > 1 ? el("p", {}, p.fields.slice(1).join(" · ")) : null,
+      el("p", { class: "muted" }, `${plural(photos.total, "photo")} · ${plural(p.faces.length, "face")} · created ${p.created.slice(0, 10)}` +
+        (p.features.length ? " · " + p.features.map(x => `${x.name} ${x.value}`).join(", ") : "")),
+      el("p", { class: "muted" }, `person ${p.person_id}`)));
   $("#view").replaceChildren(
     el("p", {}, el("a", { href: "#", onclick: (e) => { e.preventDefault(); showList(listId); } }, "‹ back to the list")),
-    el("h2", { id: "person-title" }, p.fields.join(" · ") || p.person_id),
-    el("p", { class: "muted" }, `person ${p.person_id} · created ${p.created}` + (p.features.length ? " · " + p.features.map(x => `${x.name} ${x.value}`).join(", ") : "")),
-    el("h3", {}, "Faces"), faces,
-    el("h3", {}, `Seen in ${rows.length} scanned photo${rows.length === 1 ? "" : "s"} (score ≥ ${p.min_score})`),
-    el("table", {}, el("tr", {}, el("th", {}, "when"), el("th", {}, "score"), el("th", {}, "photo"), el("th", {})), ...rows),
-    photo);
+    head, el("h3", {}, "Photos (newest first; the score is how well the face matched)"), pager, grid, box);
 }
 
 async function search(file) {
@@ -111,18 +145,21 @@ async function search(file) {
   const ticket = ++state.view;
   const out = await api("action", { method: "POST", body: form });
   if (ticket !== state.view) return;
-  const view = el("div", { id: "search-results" }, el("h2", {}, `Matches for ${file.name}`));
+  const view = el("div", { id: "search-results" }, el("h2", {}, `Best matches for ${file.name}`),
+    el("img", { class: "query", src: URL.createObjectURL(file), alt: file.name }),
+    el("p", { class: "muted" }, "A search only: the endpoint never creates or changes persons."));
   const faces = out.results[0].faces;
   if (!faces.length) view.append(el("p", { class: "muted" }, "No face found."));
   for (const f of faces) {
     const grid = el("div", { class: "gallery" });
     for (const m of f.matches) {
-      const card = el("div", { class: "card match-card", onclick: () => showPerson(m.list_id, m.person_id) }, el("span", { class: "noimg" }, "…"),
+      const card = el("div", { class: "card match-card", "data-person-id": m.person_id,
+                               onclick: () => { state.photoOffset = 0; showPerson(m.list_id, m.person_id); } }, el("span", { class: "noimg" }, "…"),
         el("div", {}, `${m.score} %`));
       grid.append(card);
       api(`browse/lists/${m.list_id}/persons/${m.person_id}?appearances=0`).then(p => {
-        card.firstChild.replaceWith(thumb(p.faces[0].thumb, p.fields[0]));
-        card.append(el("div", {}, p.fields[0] || p.person_id.slice(0, 8)));
+        card.firstChild.replaceWith(thumb(p.thumb || (p.faces[0] && p.faces[0].thumb), p.name));
+        card.append(el("div", { class: "name" }, p.name));
       }).catch(() => {});
     }
     view.append(el("h3", {}, `face ${f.face}`), f.matches.length ? grid : el("p", { class: "muted" }, "no match"));
@@ -143,7 +180,7 @@ $("#login-form").addEventListener("submit", async (e) => {
       state.token = body.token;
     }
     sessionStorage.setItem("enface-token", state.token);
-    $("#who").textContent = "logged in";
+    loggedIn();
     await loadLists();
   } catch (err) { showError(String(err.message || err)); }
 });
@@ -155,4 +192,16 @@ $("#search-form").addEventListener("submit", async (e) => {
   try { await search(file); } catch (err) { showError(String(err.message || err)); }
 });
 
-if (state.token) loadLists().catch(err => showError(String(err.message || err)));
+// Logged in: the login form gives way to a log-out button (the token lives in this tab's session storage).
+function loggedIn() {
+  $("#login-form").hidden = true;
+  $("#who").replaceChildren("logged in ", el("button", { id: "logout", onclick: () => {
+    sessionStorage.removeItem("enface-token");
+    location.reload();
+  } }, "log out"));
+}
+
+if (state.token) {
+  loggedIn();
+  loadLists().catch(err => showError(String(err.message || err)));
+}
