@@ -184,13 +184,19 @@ def test_kill_9_mid_scan_then_rerun_gives_the_tables_of_an_uninterrupted_run(tmp
     assert content(crashed) == content(reference)
 
 
-def _prefect_servers() -> set[int]:
+def _prefect_servers(home: Path) -> set[int]:
+    """Prefect servers running with this PREFECT_HOME (other test runs on the machine have their own)."""
     import psutil
 
     found = set()
     for p in psutil.process_iter(["pid", "cmdline"]):
-        if "prefect.server.api.server:create_app" in " ".join(p.info["cmdline"] or []):
-            found.add(p.info["pid"])
+        if "prefect.server.api.server:create_app" not in " ".join(p.info["cmdline"] or []):
+            continue
+        try:
+            if p.environ().get("PREFECT_HOME") == str(home):
+                found.add(p.info["pid"])
+        except psutil.Error:  # gone meanwhile, or not ours to read
+            continue
     return found
 
 
@@ -202,7 +208,6 @@ def test_enface_run_without_a_prefect_server_starts_one_records_the_run_and_stop
     setup_source(lake, str(tmp_path / "archive"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
-    before = _prefect_servers()
     p = subprocess.run(
         [sys.executable, "-m", "enface_batch", "run", "--lake", str(lake.uri)],
         env=env,
@@ -212,7 +217,7 @@ def test_enface_run_without_a_prefect_server_starts_one_records_the_run_and_stop
     )
     assert p.returncode == 0, p.stderr[-2000:]
     assert counts(lake) == EXPECTED
-    assert _prefect_servers() <= before, "the temporary Prefect server outlived the command"
+    assert not _prefect_servers(tmp_path / "prefect-home"), "the temporary Prefect server outlived the command"
     assert "Error logging to API" not in p.stderr  # Prefect flushed its logs before the server went away
     # The run is in the Prefect database of PREFECT_HOME, for `prefect server start` to show later.
     with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:
