@@ -48,34 +48,60 @@ def _central(boxes: np.ndarray, w: int, h: int) -> int | None:
     return int(np.argmin(np.hypot(cx, cy)))
 
 
-def extract_split(split: str, *, threads: int | None = None, chunk: int = 32, log=print) -> dict[str, np.ndarray]:
-    """The cached blocks of one split (computed on first call); arrays are memory-mapped."""
-    out_dir = cache_dir(split)
-    done = out_dir / "done"
-    if not done.exists():
-        _extract(split, out_dir, threads=threads, chunk=chunk, log=log)
-        done.write_text("ok\n")
-    return {p.stem: np.load(p, mmap_mode="r") for p in sorted(out_dir.glob("*.npy"))}
+SHARD = 500  # images per cached shard: an interrupted extraction keeps every finished shard
 
 
-def _extract(split: str, out_dir: Path, *, threads: int | None, chunk: int, log) -> None:
-    from .. import imaging
+def extract_split(
+    split: str, *, threads: int | None = None, chunk: int = 32, cached_only: bool = False, log=print
+) -> dict[str, np.ndarray]:
+    """The cached blocks of one split, shard by shard (missing shards are computed unless cached_only)."""
+    root = Path(get_settings().test_data) / "fairface"
+    n = len(split_rows(root, split))
+    parts = []
+    for start in range(0, n, SHARD):
+        out_dir = cache_dir(split) / f"{start:05d}"
+        done = out_dir / "done"
+        if not done.exists():
+            if cached_only:
+                continue
+            _extract(split, out_dir, start, min(n, start + SHARD), threads=threads, chunk=chunk, log=log)
+            done.write_text("ok\n")
+        parts.append({p.stem: np.load(p) for p in sorted(out_dir.glob("*.npy"))})
+    if not parts:
+        return {}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+_models: tuple | None = None  # (pack, sface, age), loaded once per process
+
+
+def _load_models(threads: int | None) -> tuple:
     from ..models import load_pack
 
-    root = Path(get_settings().test_data) / "fairface"
-    rows = split_rows(root, split)
     pack = load_pack("embedded", threads=threads)
     files = ensure_files(["sface_2021dec.onnx", "cydral_age_v1.onnx"])
     maps = list(FaceFeatures.SFACE_MAPS.values())
     sface = Model(_with_outputs(files["sface_2021dec.onnx"], [*maps, SPATIAL]), threads=threads)
-    names = sface.output_names
     age = Model(_with_outputs(files["cydral_age_v1.onnx"], [FaceFeatures.AGE_POOL]), threads=threads)
+    return pack, sface, age
+
+
+def _extract(split: str, out_dir: Path, first: int, last: int, *, threads: int | None, chunk: int, log) -> None:
+    global _models
+    from .. import imaging
+
+    root = Path(get_settings().test_data) / "fairface"
+    rows = split_rows(root, split)
+    if _models is None:
+        _models = _load_models(threads)
+    pack, sface, age = _models
+    names = sface.output_names
     blocks: dict[str, list[np.ndarray]] = {}
     kept: list[int] = []
     t0 = time.time()
-    for start in range(0, len(rows), chunk):
+    for start in range(first, last, chunk):
         rgbs, kps, idx = [], [], []
-        for i in range(start, min(start + chunk, len(rows))):
+        for i in range(start, min(start + chunk, last)):
             rgb = imaging.load(str(root / rows[i]["image"])).rgb
             det = pack.detector.detect(rgb)
             j = _central(det.boxes, rgb.shape[1], rgb.shape[0])
@@ -105,8 +131,6 @@ def _extract(split: str, out_dir: Path, *, threads: int | None, chunk: int, log)
         for k, v in got.items():
             blocks.setdefault(k, []).append(v.astype(np.float16 if k == "s14" else np.float32))
         kept += idx
-        if (start // chunk) % 20 == 0:
-            log(f"{split}: {start + chunk}/{len(rows)} images, {time.time() - t0:.0f}s")
     out_dir.mkdir(parents=True, exist_ok=True)
     for k, v in blocks.items():
         np.save(out_dir / f"{k}.npy", np.concatenate(v))
@@ -114,7 +138,7 @@ def _extract(split: str, out_dir: Path, *, threads: int | None, chunk: int, log)
     np.save(out_dir / "race.npy", np.array([RACES.index(rows[i]["race"]) for i in kept]))
     np.save(out_dir / "gender.npy", np.array([int(rows[i]["gender"] == "Male") for i in kept]))
     np.save(out_dir / "age.npy", np.array([AGE_BINS.index(rows[i]["age"]) for i in kept]))
-    log(f"{split}: {len(kept)}/{len(rows)} faces in {time.time() - t0:.0f}s -> {out_dir}")
+    log(f"{split} [{first}, {last}): {len(kept)} faces in {time.time() - t0:.0f}s -> {out_dir}")
 
 
 if __name__ == "__main__":

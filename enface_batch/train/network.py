@@ -45,8 +45,8 @@ OUT = Path(__file__).resolve().parents[1] / "data" / "attribute_net.onnx"
 TASKS = {"gender": 2, "age": len(AGE_BINS), "race": len(RACES)}
 
 
-def load(splits: tuple[str, ...] = ("train", "train_extra"), log=print) -> dict[str, np.ndarray]:
-    parts = [extract_split(s, log=log) for s in splits]
+def load(splits: tuple[str, ...] = ("train", "train_extra"), *, cached_only: bool = False, log=print) -> dict:
+    parts = [p for p in (extract_split(s, cached_only=cached_only, log=log) for s in splits) if p]
     keys = ["s14", "c14", *VEC_BLOCKS, *TASKS, "image"]
     return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in keys}
 
@@ -225,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
     ap.add_argument("--holdout-only", action="store_true", help="report the holdout run; export nothing")
     ap.add_argument("--report", type=Path, default=None, help="write the holdout figures per epoch here (JSON)")
+    ap.add_argument(
+        "--cached-only", action="store_true", help="train on the feature shards already cached; extract nothing"
+    )
     ap.add_argument("--splits", default="train,train_extra", help="FairFace training splits (never val)")
     args = ap.parse_args(argv)
     import torch
@@ -234,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = tuple(x for x in args.splits.split(",") if x)
     if "val" in splits:
         ap.error("val is for reporting only (bench/accuracy.py)")
-    data = load(splits, log=log)
+    data = load(splits, cached_only=args.cached_only, log=log)
     n = len(data["race"])
     perm = np.random.default_rng(SEED).permutation(n)
     hold, fit_idx = np.sort(perm[: int(n * HOLDOUT)]), np.sort(perm[int(n * HOLDOUT) :])
