@@ -43,6 +43,7 @@ class AttributeNet:
         self.vec_blocks: list[str] = self.meta["vec_blocks"]
         self.blocks = ("s14", *self.vec_blocks)
         self.race_min_score = float(self.meta["race_min_score"])
+        self.combine = bool(self.meta.get("combine_with_linear_heads", False))  # average with the linear heads
         self.model = Model(data, threads=threads)
         self.batch = batch
 

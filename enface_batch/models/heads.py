@@ -195,9 +195,13 @@ class FairFaceHeads(Attributes):
         return self._net
 
     def proba(self, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.use_net:
-            return self.net.proba(feats)
-        return {t: self.heads.proba(t, feats) for t in ("gender", "age", "race")}
+        lin = lambda: {t: self.heads.proba(t, feats) for t in ("gender", "age", "race")}  # noqa: E731
+        if not self.use_net:
+            return lin()
+        p = self.net.proba(feats)
+        if self.net.combine:  # averaged with the linear heads: training kept it when it scored better held out
+            p = {t: (v + w) / 2 for (t, v), w in zip(p.items(), lin().values(), strict=True)}
+        return p
 
     @property
     def race_min_score(self) -> float:
@@ -209,6 +213,8 @@ class FairFaceHeads(Attributes):
         if self._extractor is None:
             if self.use_net:
                 need, flip = set(self.net.blocks) | {"agep"}, True  # the network was trained on face + mirror
+                if self.net.combine:
+                    need |= {b for blocks in self.heads.blocks.values() for b in blocks}
             else:
                 need = {b for blocks in self.heads.blocks.values() for b in blocks} | {"agep"}
                 flip = bool(self.heads.meta.get("flip", True))  # trained on face + mirror means
