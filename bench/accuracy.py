@@ -331,12 +331,21 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="small subsets only (CI smoke check)")
     ap.add_argument("--out", type=Path, default=None, help="report folder (default reports/accuracy for a full run)")
     ap.add_argument("--detector", default="yunet+retinaface")
+    ap.add_argument(
+        "--attribute-model",
+        choices=("net", "heads"),
+        default=None,
+        help="the attribute network or the earlier linear heads (default: what the pack picks); for before/after",
+    )
     args = ap.parse_args(argv)
     out = args.out or (Path(tempfile.mkdtemp(prefix="enface-accuracy-")) if args.quick else REPORT_DIR)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(get_settings().test_data)
     t_all = time.time()
     pack = load_pack(detector=args.detector)
+    if args.attribute_model and hasattr(pack.attributes, "use_net"):
+        pack.attributes.use_net = args.attribute_model == "net"
+        pack.models["attributes"] += f" ({args.attribute_model})"
     an = Analyzer(pack)
     q = QUICK if args.quick else {}
 
@@ -380,7 +389,9 @@ def main(argv: list[str] | None = None) -> dict:
     plot_pr(pr, thr, out / "detection_pr.png")
     fig = {
         "pack": pack.version,
-        "command": "python bench/accuracy.py" + (" --quick" if args.quick else ""),
+        "command": "python bench/accuracy.py"
+        + (" --quick" if args.quick else "")
+        + (f" --attribute-model {args.attribute_model}" if args.attribute_model else ""),
         "quick": args.quick,
         "seconds": time.time() - t_all,
         "attributes": att,
