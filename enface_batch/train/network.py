@@ -1,7 +1,9 @@
 """Train the multi-task attribute branch (gender, FairFace age bin, race) and export it to ONNX.
 
     pip install -e '.[train]'                       # torch: development only, never needed to run a scan
-    python -m enface_batch.train.network            # or `make train-attributes`; ~25 min on 2 CPU cores
+    python -m enface_batch.train.network            # or `make train-attributes`: feature extraction about
+                                                    # 40 min on 2 busy cores the first time (cached), training
+                                                    # a few minutes
 
 The branch reads what the registry SFace trunk already computes for every face (its conv_14 map, 1024x7x7,
 plus its embedding and pooled conv_12/conv_13 maps) and Cydral age-v1's probabilities and pooled features, each
