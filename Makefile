@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench accuracy clean chromium
+.PHONY: setup demo test lint bench accuracy clean chromium train-attributes
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ bench: setup
 
 accuracy: setup
 	$(BIN)/python bench/accuracy.py
+
+# Retrain the attribute network from ../shared/data/fairface (train + train_extra) with fixed seeds and write
+# enface_batch/data/attribute_net.onnx: about an hour on 2 CPU cores (features are cached after the first run).
+train-attributes: setup
+	$(BIN)/pip install -q -e '.[train]'
+	$(BIN)/python -m enface_batch.train.network
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -43,7 +43,14 @@ from enface_batch.settings import get_settings
 
 REPORT_DIR = Path(__file__).resolve().parents[1] / "reports" / "accuracy"
 QUICK = {"fairface": 100, "lfw_pairs_per_fold": 30, "mitcmu_images": 10}
-FLOORS = {"race_top1": 0.65, "race_min_recall": 0.45, "gender_accuracy": 0.94, "age_bin_or_adjacent": 0.85}
+# The aims of the attribute network's issue (race counted with "unknown" as wrong; no class under 55 %).
+FLOORS = {
+    "race_top1": 0.72,
+    "race_accuracy": 0.72,
+    "race_min_recall": 0.55,
+    "gender_accuracy": 0.94,
+    "age_bin_or_adjacent": 0.93,
+}
 FLOORS_LFW = 0.993
 
 
@@ -218,12 +225,13 @@ def write_markdown(fig: dict, out: Path) -> str:
         "",
         "| figure | set | value (floor) |",
         "|---|---|---|",
-        f"| race top-1 (7 classes) | FairFace val, {a['faces_found']} faces | {_floor(a['race_top1'], 0.65)} |",
-        f"| race, lowest class recall | FairFace val | {_floor(a['race_min_recall'], 0.45)} |",
+        f"| race top-1 (7 classes) | FairFace val, {a['faces_found']} faces | {_floor(a['race_top1'], 0.72)} |",
+        f"| race, 'unknown' counted as wrong | FairFace val | {_floor(a['race_accuracy'], 0.72)} |",
+        f"| race, lowest class recall | FairFace val | {_floor(a['race_min_recall'], 0.55)} |",
         f"| race answered (not 'unknown') / accuracy when answered | FairFace val | "
         f"{_pct(1 - a['race_unknown_share'])} / {_pct(a['race_accuracy_when_answered'])} |",
         f"| gender | FairFace val | {_floor(a['gender_accuracy'], 0.94)} |",
-        f"| age, right bin or adjacent | FairFace val | {_floor(a['age_bin_or_adjacent'], 0.85)} |",
+        f"| age, right bin or adjacent | FairFace val | {_floor(a['age_bin_or_adjacent'], 0.93)} |",
         f"| age, right bin | FairFace val | {_pct(a['age_bin_accuracy'])} |",
         f"| age, mean years outside the right bin | FairFace val | {a['age_years_outside_bin']:.1f} |",
         f"| verification accuracy (5-fold) | lfw_dev, {v['pairs']} pairs | {_floor(v['accuracy'], FLOORS_LFW, 2)} "
@@ -249,6 +257,7 @@ def write_markdown(fig: dict, out: Path) -> str:
             lines.append(
                 f"| {b} | {r['faces']} | {_pct(r['exact'])} | {_pct(r['adjacent'])} | {r['years_outside']:.1f} |"
             )
+    lines += _breakdown_lines(a)
     lines += [
         "",
         "## Score thresholds on lfw_dev (all image pairs)",
@@ -277,17 +286,69 @@ def write_markdown(fig: dict, out: Path) -> str:
     return text
 
 
+def _matrix(conf: list[list[int]], labels: list[str], title: str) -> list[str]:
+    lines = [
+        "",
+        f"## {title}",
+        "",
+        "| label \\ predicted | " + " | ".join(labels) + " |",
+        "|---|" + "---|" * len(labels),
+    ]
+    for name, row in zip(labels, conf, strict=True):
+        lines.append(f"| {name} ({sum(row)}) | " + " | ".join(str(v) for v in row) + " |")
+    return lines
+
+
+def _breakdown_lines(a: dict) -> list[str]:
+    """Per age group (children are the hard case), per race class, and the confusion matrices."""
+    lines = [
+        "",
+        "## By age group (FairFace val)",
+        "",
+        "FairFace val's 20+ rows stand in for the UTKFace-style adults check (no UTKFace in ../shared/data).",
+        "",
+        "| age group | faces | gender | race ('unknown' wrong) | age right bin | age right or adjacent |",
+        "|---|---|---|---|---|---|",
+    ]
+    for g, r in a.get("by_age_group", {}).items():
+        if r["faces"]:
+            lines.append(
+                f"| {g} | {r['faces']} | {_pct(r.get('gender', float('nan')))} | {_pct(r.get('race', float('nan')))} "
+                f"| {_pct(r.get('age_bin', float('nan')))} | {_pct(r.get('age_bin_or_adjacent', float('nan')))} |"
+            )
+    if a.get("gender_by_race"):
+        lines += ["", "## Gender accuracy per race class (FairFace val)", ""]
+        lines += ["| " + " | ".join(RACES) + " |", "|" + "---|" * len(RACES)]
+        lines.append("| " + " | ".join(_pct(a["gender_by_race"].get(c, float("nan"))) for c in RACES) + " |")
+    if a.get("race_confusion"):
+        lines += _matrix(a["race_confusion"], list(RACES), "Race confusion (FairFace val, faces; top class)")
+    if a.get("gender_confusion"):
+        lines += _matrix(a["gender_confusion"], ["female", "male"], "Gender confusion (FairFace val, faces)")
+    if a.get("age_confusion"):
+        lines += _matrix(a["age_confusion"], list(AGE_BINS), "Age bin confusion (FairFace val, faces)")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small subsets only (CI smoke check)")
     ap.add_argument("--out", type=Path, default=None, help="report folder (default reports/accuracy for a full run)")
     ap.add_argument("--detector", default="yunet+retinaface")
+    ap.add_argument(
+        "--attribute-model",
+        choices=("net", "heads"),
+        default=None,
+        help="the attribute network or the earlier linear heads (default: what the pack picks); for before/after",
+    )
     args = ap.parse_args(argv)
     out = args.out or (Path(tempfile.mkdtemp(prefix="enface-accuracy-")) if args.quick else REPORT_DIR)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(get_settings().test_data)
     t_all = time.time()
     pack = load_pack(detector=args.detector)
+    if args.attribute_model and hasattr(pack.attributes, "use_net"):
+        pack.attributes.use_net = args.attribute_model == "net"
+        pack.models["attributes"] += f" ({args.attribute_model})"
     an = Analyzer(pack)
     q = QUICK if args.quick else {}
 
@@ -331,7 +392,9 @@ def main(argv: list[str] | None = None) -> dict:
     plot_pr(pr, thr, out / "detection_pr.png")
     fig = {
         "pack": pack.version,
-        "command": "python bench/accuracy.py" + (" --quick" if args.quick else ""),
+        "command": "python bench/accuracy.py"
+        + (" --quick" if args.quick else "")
+        + (f" --attribute-model {args.attribute_model}" if args.attribute_model else ""),
         "quick": args.quick,
         "seconds": time.time() - t_all,
         "attributes": att,

@@ -1,6 +1,7 @@
 """Images/second of `enface detect` on real photos (the same code path as the CLI), on this machine.
 
-    python bench/detect_throughput.py [FOLDER ...] [--features gender,age] [--repeat 1]
+    python bench/detect_throughput.py [FOLDER ...] [--features gender,age] [--repeat 1] [--attribute-model net]
+    python bench/detect_throughput.py --features gender,age,race --compare-attributes   # heads vs net, one run
 
 Default folders: deepface_tests/images (65 photos, many 12+ MP phone shots) and group_photos (44 group photos,
 some with 100+ small faces) from ../shared/data. Model loading is timed apart from the run.
@@ -26,12 +27,28 @@ def main() -> None:
     ap.add_argument("folders", nargs="*", default=[str(data / "deepface_tests/images"), str(data / "group_photos")])
     ap.add_argument("--features", default="gender,age")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument(
+        "--attribute-model",
+        choices=("net", "heads"),
+        default=None,
+        help="the embedded pack's attribute network or the earlier linear heads (default: what the pack picks)",
+    )
+    ap.add_argument(
+        "--compare-attributes",
+        action="store_true",
+        help="time the linear heads and the network alternately in one process (ratios survive a busy machine)",
+    )
     args = ap.parse_args()
     uris = list(imaging.list_images(args.folders))
+    feats = [f for f in args.features.split(",") if f]
+    if args.compare_attributes:
+        compare(uris, feats, args.repeat)
+        return
     t0 = time.perf_counter()
     an = Analyzer(load_pack())
+    if args.attribute_model:
+        an.pack.attributes.use_net = args.attribute_model == "net"
     load_s = time.perf_counter() - t0
-    feats = [f for f in args.features.split(",") if f]
     list(an.analyze_uris(uris[:2], features=feats, multi=True))  # warm-up: first inference allocates
     t0, cpu0 = time.perf_counter(), time.process_time()
     n_img = n_faces = n_err = 0
@@ -49,6 +66,38 @@ def main() -> None:
     print(
         f"wall {wall:.1f}s -> {n_img / wall:.2f} images/s, {n_faces / wall:.1f} faces/s; "
         f"CPU {cpu:.1f}s ({cpu / wall:.2f} cores busy); peak RSS {rss:.0f} MB"
+    )
+
+
+def _timed(an: Analyzer, uris: list[str], feats: list[str]) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    faces = sum(len(r.faces) for r in an.analyze_uris(uris, features=feats, multi=True))
+    return time.perf_counter() - t0, faces
+
+
+def compare(uris: list[str], feats: list[str], repeat: int) -> None:
+    """Wall time per face with no features, with the linear heads and with the network, interleaved."""
+    an = {m: Analyzer(load_pack()) for m in ("none", "heads", "net")}
+    an["heads"].pack.attributes.use_net = False
+    an["net"].pack.attributes.use_net = True
+    for m, a in an.items():  # warm-up: first inference allocates, and the attribute models load lazily
+        list(a.analyze_uris(uris[:2], features=[] if m == "none" else feats, multi=True))
+    wall = {m: 0.0 for m in an}
+    faces = 0
+    for _ in range(max(1, repeat)):
+        for m, a in an.items():
+            w, faces = _timed(a, uris, [] if m == "none" else feats)
+            wall[m] += w
+    print(f"machine: {os.cpu_count()} cores; {len(uris)} images, {faces} faces per pass, {max(1, repeat)} pass(es)")
+    print(f"features {feats}; each pass runs no features, the linear heads, the network, one after the other")
+    print("| attributes | wall s | ms per face | ms per face over no features |")
+    print("|---|---|---|---|")
+    per = {m: wall[m] * 1000 / (faces * max(1, repeat)) for m in wall}
+    for m in an:
+        print(f"| {m} | {wall[m]:.1f} | {per[m]:.1f} | {per[m] - per['none']:.1f} |")
+    print(
+        f"network / heads, whole cost per face: {per['net'] / per['heads']:.2f}x; attribute part only: "
+        f"{(per['net'] - per['none']) / max(per['heads'] - per['none'], 1e-9):.2f}x"
     )
 
 

@@ -258,7 +258,59 @@ def attribute_summary(preds: list[dict]) -> dict:
             race_confusion=conf.tolist(),
             race_unknown_share=float(unknown.mean()),
             race_accuracy_when_answered=float((top[answered] == truth[answered]).mean()) if answered.any() else 0.0,
+            race_accuracy=float(((top == truth) & answered).mean()),  # "unknown" counted as wrong
         )
+    out.update(_breakdowns(found))
+    return out
+
+
+# Age groups for the breakdowns: children are the hard case (faces change fastest, fewest training images).
+AGE_GROUPS = {
+    "children 0-9": ("0-2", "3-9"),
+    "10-19": ("10-19",),
+    "adults 20-59": ("20-29", "30-39", "40-49", "50-59"),
+    "60+": ("60-69", "more than 70"),
+    "all 20+": ("20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"),
+}
+
+
+def _breakdowns(found: list[dict]) -> dict:
+    """Gender, race and age per age group and gender per race class; gender and age-bin confusion matrices."""
+    pred = [p["pred"] for p in found]
+    out: dict = {"by_age_group": {}, "gender_by_race": {}}
+    has = {k: k in pred[0] for k in ("gender", "age", "race")}
+    tb = np.array([AGE_BINS.index(p["age"]) for p in found])
+    pb = np.array([AGE_BINS.index(q.get("age_bin") or age_bin(q["age"])) for q in pred]) if has["age"] else None
+    g_ok = (
+        np.array([q["gender"] == p["gender"].lower() for p, q in zip(found, pred, strict=True)])
+        if has["gender"]
+        else None
+    )
+    r_ok = np.array([q["race"] == p["race"] for p, q in zip(found, pred, strict=True)]) if has["race"] else None
+    for name, bins in AGE_GROUPS.items():
+        m = np.isin(tb, [AGE_BINS.index(b) for b in bins])
+        row: dict = {"faces": int(m.sum())}
+        if m.any():
+            if g_ok is not None:
+                row["gender"] = float(g_ok[m].mean())
+            if r_ok is not None:
+                row["race"] = float(r_ok[m].mean())
+            if pb is not None:
+                row["age_bin"] = float((pb[m] == tb[m]).mean())
+                row["age_bin_or_adjacent"] = float((np.abs(pb[m] - tb[m]) <= 1).mean())
+        out["by_age_group"][name] = row
+    if g_ok is not None:
+        races = np.array([p["race"] for p in found])
+        out["gender_by_race"] = {c: float(g_ok[races == c].mean()) for c in RACES if (races == c).any()}
+        truth = np.array([p["gender"].lower() == "male" for p in found], int)
+        guess = np.array([q["gender"] == "male" for q in pred], int)
+        conf = np.zeros((2, 2), np.int64)
+        np.add.at(conf, (truth, guess), 1)
+        out["gender_confusion"] = conf.tolist()  # rows: female, male (label); columns: predicted
+    if pb is not None:
+        conf = np.zeros((len(AGE_BINS), len(AGE_BINS)), np.int64)
+        np.add.at(conf, (tb, pb), 1)
+        out["age_confusion"] = conf.tolist()
     return out
 
 

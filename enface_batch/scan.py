@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from .analyze import Analyzer, ImageResult
 from .imaging import TRANSIENT_REASONS
 from .lake.store import Lake, now
+from .models.attributes import attribute_columns
 from .ops.action import ActionEngine, Rules, resolve_rules
 from .scan_plan import Plan, plan
 
@@ -186,9 +187,7 @@ class ScanWriter:
                         "pitch": face.pitch,
                         "roll": face.roll,
                         "embedding": face.embedding.tolist(),
-                        "gender": face.features.get("gender"),
-                        "gender_score": face.features.get("gender_score"),
-                        "age": face.features.get("age"),
+                        **attribute_columns(face.features),
                         "run_id": self.run_id,
                         "model": self.model,
                     }

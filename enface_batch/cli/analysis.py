@@ -46,8 +46,8 @@ def detect(
         typer.Option(
             "--out",
             help="Write F.parquet (one row per face: image, face_index, bbox, bbox_pro, det_score, landmarks, "
-            "square, yaw, pitch, roll, embedding, gender, age) and F.images.parquet (one row per image with its "
-            "status faces/no_faces/error and the error's reason) instead of JSON on stdout.",
+            "square, yaw, pitch, roll, embedding, gender, age, age_bin, race, race_score) and F.images.parquet (one "
+            "row per image with its status faces/no_faces/error and the error's reason) instead of JSON on stdout.",
         ),
     ] = None,
     quiet: Quiet = False,

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 
 from ..analyze import ImageResult
 from ..fsio import url_to_fs
+from ..models.attributes import attribute_columns
 from .schemas import FACES_EXPORT as FACES
 from .schemas import IMAGES_EXPORT as IMAGES
 
@@ -61,9 +62,7 @@ class DetectWriter:
                     "pitch": f.pitch,
                     "roll": f.roll,
                     "embedding": f.embedding.tolist(),
-                    "gender": f.features.get("gender"),
-                    "gender_score": f.features.get("gender_score"),
-                    "age": f.features.get("age"),
+                    **attribute_columns(f.features),
                     "model": self.model,
                 }
             )

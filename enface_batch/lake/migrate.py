@@ -9,6 +9,10 @@ enrolment photos; schema 2 holds every face's person per list. The step adds the
 source_id, run_id, action_id) and back-fills: the face each person was made from (persons), and the faces
 scans matched (actions: the best match when it reached the action's threshold, no_match for "never",
 followed through the `merges` journal to the person that exists now; embeddings from `faces`).
+
+2 -> 3: `faces` gains age_bin, race and race_score (schemas.FACE_COLUMNS_ADDED[3]). A metadata-only commit:
+existing rows read null in them (their images were scanned before these columns existed; a rescan of a source
+with feature_check fills them only for new or edited images), new rows carry them.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 from deltalake import write_deltalake
 
-from .schemas import TABLES
+from .schemas import FACE_COLUMNS_ADDED, TABLES
 
 if TYPE_CHECKING:
     from .store import Lake
@@ -29,8 +33,12 @@ log = logging.getLogger(__name__)
 
 
 def pending(lake: Lake) -> list[str]:
-    names = {f.name for f in lake.table("person_faces").schema().fields}
-    return [] if "how" in names else ["1->2"]
+    steps = []
+    if "how" not in {f.name for f in lake.table("person_faces").schema().fields}:
+        steps.append("1->2")
+    if _missing_face_columns(lake):
+        steps.append("2->3")
+    return steps
 
 
 def migrate(lake: Lake) -> list[str]:
@@ -40,6 +48,9 @@ def migrate(lake: Lake) -> list[str]:
         if step == "1->2":
             n = _v1_to_v2(lake)
             log.warning("lake %s upgraded to schema 2: person_faces now holds %d face rows", lake.uri, n)
+        elif step == "2->3":
+            added = _v2_to_v3(lake)
+            log.warning("lake %s upgraded to schema 3: faces gained %s (null for stored faces)", lake.uri, added)
         done.append(step)
     return done
 
@@ -124,3 +135,17 @@ def _v1_to_v2(lake: Lake) -> int:
         storage_options=lake.options,
     )
     return table.num_rows
+
+
+def _missing_face_columns(lake: Lake) -> list[str]:
+    have = {f.name for f in lake.table("faces").schema().fields}
+    return [c for c in FACE_COLUMNS_ADDED[3] if c not in have]
+
+
+def _v2_to_v3(lake: Lake) -> list[str]:
+    from deltalake.schema import Field
+
+    missing = _missing_face_columns(lake)
+    fields = [Field.from_arrow(TABLES["faces"].field(c)) for c in missing]
+    lake.table("faces").alter.add_columns(fields)  # one commit; old files simply lack the columns (read as null)
+    return missing

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2  # 2: person_faces holds every face of every person (score, how, source, run, action)
+SCHEMA_VERSION = 3  # 2: person_faces holds every face of every person (score, how, source, run, action)
+# 3: faces (and the detect export) gain age_bin, race and race_score
 
 DEFAULT_LIST_ID = "13814001-1dd2-11b2-b619-5502c27ed19c"  # the seed's default person list
 # Fixed ids for the default group and source, so every lake agrees on them.
@@ -55,7 +56,12 @@ FACE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("gender", pa.string()),
     ("gender_score", pa.float32()),
     ("age", pa.float32()),
+    ("age_bin", pa.string()),  # FairFace's bin (0-2, 3-9, ..., more than 70); null when age was not asked
+    ("race", pa.string()),  # one of FairFace's 7 perceived-race labels or "unknown"; null when not asked
+    ("race_score", pa.float32()),  # the top class's probability
 ]
+# Columns each schema version added to faces (the migration adds them to older lakes, nulls for old rows).
+FACE_COLUMNS_ADDED = {3: ["age_bin", "race", "race_score"]}
 
 # `enface detect --out F.parquet`: plain Parquet, not the lake.
 FACES_EXPORT = _schema("faces_export", [("image", pa.string()), *FACE_COLUMNS, ("model", pa.string())])

@@ -25,6 +25,19 @@ def age_bin(age: float) -> str:
     return AGE_BINS[int(np.searchsorted(AGE_EDGES[1:-1], age, side="right"))]
 
 
+def attribute_columns(features: dict) -> dict:
+    """The faces table's (and the detect export's) attribute columns from a face's features: null when not asked."""
+    age = features.get("age")
+    return {
+        "gender": features.get("gender"),
+        "gender_score": features.get("gender_score"),
+        "age": age,
+        "age_bin": features.get("age_bin") or (age_bin(age) if age is not None else None),
+        "race": features.get("race"),
+        "race_score": features.get("race_score"),
+    }
+
+
 def softmax(z: np.ndarray) -> np.ndarray:
     """Row-wise softmax of [N, K] logits."""
     z = z - z.max(1, keepdims=True)

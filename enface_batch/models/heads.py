@@ -25,7 +25,8 @@ import onnx
 from onnx import helper
 
 from .align import arcface_crop, chip_crop
-from .attributes import AGE_EDGES, RACES, Attributes, softmax
+from .attribute_net import AttributeNet, net_version, shipped_net
+from .attributes import AGE_BINS, AGE_EDGES, RACES, Attributes, softmax
 from .session import Model
 
 HEADS_FILE = "attribute_heads.npz"
@@ -44,9 +45,12 @@ def _with_outputs(path: str | Path, names: list[str]) -> bytes:
 class FaceFeatures:
     """The features the heads read, per face, each [N, d] float32, averaged over the face and its mirror image:
     "emb" (SFace embedding), "c14" / "m13" / "m12" (SFace's last three feature maps, average-pooled), "agep" and
-    "agef" (Cydral age probabilities and pooled features). Only the blocks asked for are computed."""
+    "agef" (Cydral age probabilities and pooled features), and "s14" (SFace's conv_14 map itself, [N, 1024, 7, 7],
+    the mirror's map flipped back before averaging: what the attribute network reads). Only the blocks asked for
+    are computed."""
 
     SFACE_MAPS = {"c14": "conv_14_relu", "m13": "conv_13_relu", "m12": "conv_12_relu"}
+    SPATIAL = {"s14": "conv_14_relu"}
     AGE_POOL = "layer_2_global_average_pool"
     CYDRAL_MEAN = np.array([122.782, 117.001, 104.298], np.float32)
     ALL = ("emb", "c14", "m13", "m12", "agep", "agef")
@@ -63,20 +67,24 @@ class FaceFeatures:
     ) -> None:
         self.blocks = tuple(blocks)
         self.flip = flip
-        self.maps = [k for k in self.SFACE_MAPS if k in self.blocks]
-        self.sface = Model(_with_outputs(sface, [self.SFACE_MAPS[k] for k in self.maps]), threads=threads)
+        self.spatial = [k for k in self.SPATIAL if k in self.blocks]
+        taken = {self.SPATIAL[k] for k in self.spatial}  # c14 is then pooled from s14, not exposed twice
+        self.maps = [k for k in self.SFACE_MAPS if k in self.blocks and self.SFACE_MAPS[k] not in taken]
+        outs = [self.SFACE_MAPS[k] for k in self.maps] + [self.SPATIAL[k] for k in self.spatial]
+        self.sface = Model(_with_outputs(sface, outs), threads=threads)
         self.age = None
         if {"agep", "agef"} & set(self.blocks):
             self.age = Model(_with_outputs(age, [self.AGE_POOL]), threads=threads)
         self.batch = batch
 
-    def _run(self, model: Model, x: np.ndarray) -> list[np.ndarray]:
+    def _run(self, model: Model, x: np.ndarray, keep: int = 0) -> list[np.ndarray]:
+        """Outputs over batches; 4-d maps are average-pooled except the last `keep` outputs."""
         parts = []
         for i in range(0, len(x), self.batch):
             # pool the feature maps per chunk so a crowd photo never holds all of them at once
-            parts.append(
-                [o if o.ndim == 2 else o.mean((2, 3)) for o in model.run(np.ascontiguousarray(x[i : i + self.batch]))]
-            )
+            outs = model.run(np.ascontiguousarray(x[i : i + self.batch]))
+            cut = len(outs) - keep
+            parts.append([o if o.ndim == 2 or j >= cut else o.mean((2, 3)) for j, o in enumerate(outs)])
         return [np.concatenate(p) for p in zip(*parts, strict=True)]
 
     def extract(self, rgb: np.ndarray, kps: np.ndarray) -> dict[str, np.ndarray]:
@@ -84,10 +92,16 @@ class FaceFeatures:
         views = (lambda c: np.concatenate([c, c[:, :, ::-1]])) if self.flip else (lambda c: c)  # noqa: E731
         mean = lambda a: (((a[:n] + a[n:]) / 2) if self.flip else a).reshape(n, -1).astype(np.float32)  # noqa: E731
         arc = views(np.stack([arcface_crop(rgb, k) for k in kps])).astype(np.float32).transpose(0, 3, 1, 2)
-        emb, *maps = self._run(self.sface, arc)
+        emb, *maps = self._run(self.sface, arc, keep=len(self.spatial))
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         out = {"emb": mean(emb), "_embedding": emb[:n].astype(np.float32)}
-        out.update({k: mean(m) for k, m in zip(self.maps, maps, strict=True)})
+        pooled, spatial = maps[: len(self.maps)], maps[len(self.maps) :]
+        out.update({k: mean(m) for k, m in zip(self.maps, pooled, strict=True)})
+        for k, m in zip(self.spatial, spatial, strict=True):
+            # the mirror's map is flipped back so both views' cells describe the same part of the face
+            out[k] = (((m[:n] + m[n:, :, :, ::-1]) / 2) if self.flip else m).astype(np.float32)
+            if k == "s14" and "c14" in self.blocks:
+                out["c14"] = out[k].mean((2, 3))
         if self.age is not None:
             chip = views(np.stack([chip_crop(rgb, k, 64) for k in kps])).astype(np.float32)
             agep, agef = self._run(self.age, ((chip - self.CYDRAL_MEAN) / 256.0).transpose(0, 3, 1, 2))
@@ -119,7 +133,10 @@ class Heads:
 
 
 def heads_version() -> str:
-    """The model stamp of the shipped heads: their file's content hash."""
+    """The model stamp of the shipped attribute model: the network's (or else the linear heads') content hash."""
+    net = net_version()
+    if net is not None:
+        return f"{net}+cydral_age_v1"
     res = resources.files("enface_batch.data").joinpath(HEADS_FILE)
     if not res.is_file():  # only while bootstrapping: enface_batch.train.attributes writes it
         return "fairface_heads_missing"
@@ -137,7 +154,8 @@ def age_years(bin_index: np.ndarray, cydral_years: np.ndarray) -> np.ndarray:
 
 
 class FairFaceHeads(Attributes):
-    """gender, age (years + FairFace bin) and race (7 FairFace classes or "unknown") from the trained heads."""
+    """gender, age (years + FairFace bin) and race (7 FairFace classes or "unknown"): from the attribute network
+    (models/attribute_net.py) when the package ships it, else (or with use_net=False) from the linear heads."""
 
     features = frozenset({"gender", "age", "race"})
 
@@ -148,6 +166,8 @@ class FairFaceHeads(Attributes):
         manifest: str | Path,
         *,
         heads: str | Path | None = None,
+        net: str | Path | None = None,
+        use_net: bool | None = None,
         threads: int | None = None,
         share_embedding: bool = False,
     ) -> None:
@@ -157,6 +177,8 @@ class FairFaceHeads(Attributes):
         self._files, self._threads = (sface, age_model), threads
         self._extractor: FaceFeatures | None = None
         self._heads_path, self._heads = heads, None
+        self.use_net = (net is not None or shipped_net() is not None) if use_net is None else use_net
+        self._net_path, self._net = net, None
         info = json.loads(Path(manifest).read_text())
         self.age_weights = np.asarray(info["models"]["age"]["age_weights"], np.float32)
 
@@ -167,11 +189,35 @@ class FairFaceHeads(Attributes):
         return self._heads
 
     @property
+    def net(self) -> AttributeNet:
+        if self._net is None:
+            self._net = AttributeNet(self._net_path, threads=self._threads)
+        return self._net
+
+    def proba(self, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        lin = lambda: {t: self.heads.proba(t, feats) for t in ("gender", "age", "race")}  # noqa: E731
+        if not self.use_net:
+            return lin()
+        p = self.net.proba(feats)
+        if self.net.combine:  # averaged with the linear heads: training kept it when it scored better held out
+            p = {t: (v + w) / 2 for (t, v), w in zip(p.items(), lin().values(), strict=True)}
+        return p
+
+    @property
+    def race_min_score(self) -> float:
+        return self.net.race_min_score if self.use_net else self.heads.race_min_score
+
+    @property
     def extractor(self) -> FaceFeatures:
         # Loaded on first use: a pack that is never asked for features pays nothing for a second SFace session.
         if self._extractor is None:
-            need = {b for blocks in self.heads.blocks.values() for b in blocks} | {"agep"}
-            flip = bool(self.heads.meta.get("flip", True))  # trained on face + mirror means (training's default)
+            if self.use_net:
+                need, flip = set(self.net.blocks) | {"agep"}, True  # the network was trained on face + mirror
+                if self.net.combine:
+                    need |= {b for blocks in self.heads.blocks.values() for b in blocks}
+            else:
+                need = {b for blocks in self.heads.blocks.values() for b in blocks} | {"agep"}
+                flip = bool(self.heads.meta.get("flip", True))  # trained on face + mirror means
             self._extractor = FaceFeatures(*self._files, blocks=tuple(need), flip=flip, threads=self._threads)
         return self._extractor
 
@@ -179,9 +225,8 @@ class FairFaceHeads(Attributes):
         if len(kps) == 0:
             return []
         f = self.extractor.extract(rgb, kps)
-        pg = self.heads.proba("gender", f)  # [female, male]
-        pa = self.heads.proba("age", f)
-        pr = self.heads.proba("race", f)
+        probs = self.proba(f)
+        pg, pa, pr = probs["gender"], probs["age"], probs["race"]  # gender: [female, male]
         bins = pa.argmax(1)
         years = age_years(bins, f["agep"] @ self.age_weights)
         out = []
@@ -193,8 +238,9 @@ class FairFaceHeads(Attributes):
                     "gender": ("female", "male")[gi],
                     "gender_score": float(g[gi]),
                     "age": round(float(y), 1),
+                    "age_bin": AGE_BINS[int(ab)],
                     "age_score": round(float(a[ab]), 3),
-                    "race": RACES[ri] if r[ri] >= self.heads.race_min_score else "unknown",
+                    "race": RACES[ri] if r[ri] >= self.race_min_score else "unknown",
                     "race_score": round(float(r[ri]), 3),
                     "race_scores": {c: round(float(p), 3) for c, p in zip(RACES, r, strict=True)},
                 }

@@ -34,7 +34,7 @@ def face_json(
             from ..models.attributes import age_bin
 
             feats["age"] = round(feats["age"], 1)
-            feats["age_bin"] = age_bin(feats["age"])
+            feats.setdefault("age_bin", age_bin(feats["age"]))
         if "gender_score" in feats:
             feats["gender_score"] = round(feats["gender_score"], 3)
         out["features"] = feats
