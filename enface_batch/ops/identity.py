@@ -166,14 +166,21 @@ class Templates:
     writer's Searcher and the endpoint's live indexes, so both score a person the same way."""
 
     def __init__(
-        self, lake: ReadLake, list_id: str, dim: int, *, version: int | None = None, threads: int | None = None
+        self,
+        lake: ReadLake,
+        list_id: str,
+        dim: int,
+        *,
+        version: int | None = None,
+        threads: int | None = None,
+        kind: str = "auto",
     ) -> None:
         version = lake.version("person_faces") if version is None else version
         ids, sums, counts = person_sums(lake, list_id, dim, version=version)
         self.sums = dict(zip(ids, sums, strict=True))
         self.counts = dict(zip(ids, counts.tolist(), strict=True))
         vectors = template_vectors(sums, counts) if ids else np.zeros((0, dim), np.float32)
-        self.index = PersonIndex.build(ids, vectors, version=version, threads=threads, normalise=False)
+        self.index = PersonIndex.build(ids, vectors, version=version, threads=threads, normalise=False, kind=kind)
 
     def add_faces(self, person_ids: list[str], embeddings: np.ndarray) -> None:
         """Faces given to persons (new persons too): their templates move at once."""
@@ -185,6 +192,13 @@ class Templates:
         ids = list(dict.fromkeys(person_ids))
         sums = np.stack([self.sums[p] for p in ids])
         self.index.add(ids, template_vectors(sums, np.array([self.counts[p] for p in ids])), normalise=False)
+
+    def vectors(self, person_ids: list[str]) -> np.ndarray:
+        """The indexed template vectors of these persons, as a search scores them."""
+        if self.index.kind == "flat":
+            return self.index.vectors(person_ids)
+        sums = np.stack([self.sums[p] for p in person_ids])
+        return template_vectors(sums, np.array([self.counts[p] for p in person_ids]))
 
     def remove(self, person_ids: list[str]) -> None:
         self.index.remove(person_ids)
