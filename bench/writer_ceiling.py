@@ -229,7 +229,7 @@ def run_writer(lake: Lake, sid: str, images: list[ImageResult], *, batched: bool
     if prof:
         prof.disable()
         buf = io.StringIO()
-        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(30)
+        pstats.Stats(prof, stream=buf).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(30)
         print(buf.getvalue())
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     return {

@@ -200,7 +200,7 @@ class ScanWriter:
                         "yaw": face.yaw,
                         "pitch": face.pitch,
                         "roll": face.roll,
-                        "embedding": face.embedding.tolist(),
+                        "embedding": face.embedding,  # Arrow converts an array ~8x faster than a list
                         "gender": face.features.get("gender"),
                         "gender_score": face.features.get("gender_score"),
                         "age": face.features.get("age"),

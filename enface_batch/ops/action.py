@@ -144,7 +144,7 @@ def person_row(
         "yaw": face.yaw,
         "square": face.square,
         "bbox": face.bbox,
-        "embedding": face.embedding.tolist(),
+        "embedding": np.asarray(face.embedding, np.float32),
         # drop_image: only the unpersonalised embedding is kept, as the seed says.
         "image": None if drop_image else face.crop,
         "thumb": None if drop_image else thumb_jpeg(face),
