@@ -42,7 +42,7 @@ from types import SimpleNamespace  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # last: PYTHONPATH=an older tree runs it
 
 from bench.search_scale import Faces  # noqa: E402
 from enface_batch.analyze import Face, ImageResult  # noqa: E402
@@ -51,10 +51,11 @@ from enface_batch.lake.schemas import TABLES  # noqa: E402
 from enface_batch.lake.store import Lake, now  # noqa: E402
 from enface_batch.ops import catalog  # noqa: E402
 from enface_batch.ops.identity import face_id  # noqa: E402
-from enface_batch.scan import CHUNK_IMAGES, COMMIT_MIN_SECONDS, ScanWriter  # noqa: E402
+from enface_batch.scan import CHUNK_IMAGES, ScanWriter  # noqa: E402
 from enface_batch.scan_plan import FileEntry, plan  # noqa: E402
 from enface_batch.scoring import DEFAULT_EMBEDDER  # noqa: E402
 
+COMMIT_MIN_SECONDS = 2.0  # enface_batch.scan.COMMIT_MIN_SECONDS, the flow's floor between commits
 DIM = 128
 PREFILL_CHUNK = 100_000
 
@@ -168,7 +169,7 @@ def make_images(
                     roll=0.0,
                     embedding=e.astype(np.float32),
                     thumb=thumbs[(t := int(rng.integers(len(thumbs))))],
-                    thumb_jpeg=jpegs[t],
+                    **({"thumb_jpeg": jpegs[t]} if "thumb_jpeg" in Face.__dataclass_fields__ else {}),
                     crop=crop,
                 )
             )
@@ -213,7 +214,13 @@ def run_writer(lake: Lake, sid: str, images: list[ImageResult], *, batched: bool
     p = plan(lake, sid)
     for r in images:  # each image is one file of the source: the writer upserts its files row
         p.aliases[r.sha256] = [FileEntry(r.uri, r.size_bytes, "2026-01-01T00:00:00")]
-    writer = ScanWriter(lake, stub_analyzer(), p, commit_min_seconds=COMMIT_MIN_SECONDS)  # as the flow does
+    # As the flow does (the keyword is absent before this bench's commit: PYTHONPATH=an older tree compares).
+    extra = (
+        {"commit_min_seconds": COMMIT_MIN_SECONDS}
+        if "commit_min_seconds" in ScanWriter.__init__.__code__.co_varnames
+        else {}
+    )
+    writer = ScanWriter(lake, stub_analyzer(), p, **extra)
     writer.batched = batched
     prof = cProfile.Profile() if profile else None
     # The list's index is built from the tables on first use: timed apart (a scan pays it once).
@@ -240,7 +247,7 @@ def run_writer(lake: Lake, sid: str, images: list[ImageResult], *, batched: bool
         "cpu": cpu,
         "wall": wall,
         "build": build,
-        "fallbacks": writer.engine.searcher.fallbacks,
+        "fallbacks": getattr(writer.engine.searcher, "fallbacks", 0),
     }
 
 

@@ -178,17 +178,27 @@ class PersonIndex:
         self._names = np.empty(0, dtype=object)  # FAISS id -> person id (None once removed)
         self._next = 0  # IVF: FAISS ids are never reused; flat: the number of rows (live and tombstoned)
         self._dead = 0  # flat: tombstoned rows
+        self._view: tuple | None = None  # flat: (index, its rows as numpy) while they have not moved
 
     # ----------------------------------------------------------------- construction
     def _new_flat(self) -> faiss.Index:
         return faiss.IndexFlatIP(self.dim)
 
     def _rows(self) -> np.ndarray:
-        """Flat: the index's own vectors as a writable (rows, dim) view (valid until the next add)."""
+        """Flat: the index's own vectors as a writable (rows, dim) view, remade after adds (which may move them)."""
         n = self._index.ntotal
-        if not n:
-            return np.zeros((0, self.dim), np.float32)
-        return faiss.rev_swig_ptr(self._index.get_xb(), n * self.dim).reshape(n, self.dim)
+        view = self._view
+        if view is None or view[0] is not self._index or len(view[1]) != n:
+            rows = faiss.rev_swig_ptr(self._index.get_xb(), n * self.dim).reshape(n, self.dim) if n else None
+            self._view = view = (self._index, rows if n else np.zeros((0, self.dim), np.float32))
+        return view[1]
+
+    def set_row(self, person_id: str, vector: np.ndarray) -> None:
+        """Flat: the new vector of one indexed person (a template that moved), written in place, kept as given."""
+        v = np.asarray(vector, np.float32)
+        if v.shape != (self.dim,) or not np.isfinite(v).all():
+            raise ValueError(f"expected a finite vector of {self.dim} values")
+        self._rows()[self._slot[person_id]] = v
 
     def vectors(self, person_ids: Sequence[str]) -> np.ndarray:
         """Flat: the indexed vectors of these persons (a copy), as searches score them."""

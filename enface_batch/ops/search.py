@@ -140,6 +140,8 @@ class ChunkSearch:
         self._touched: dict[str, dict[str, int]] = {}
         self._live_rows: dict[str, np.ndarray] = {}
         self._stale: dict[str, set[str]] = {}
+        self._moves = 0  # templates moved so far: a face's ranking is reused until one moves
+        self._memo: tuple = (None, None)
         self.fallbacks = 0
         for lid in dict.fromkeys(list_ids):
             idx = searcher.index(lid)
@@ -149,6 +151,7 @@ class ChunkSearch:
             self._touched[lid] = {}
 
     def touched(self, list_id: str, person_ids: list[str]) -> None:
+        self._moves += 1
         t = self._touched.setdefault(list_id, {})
         for p in person_ids:
             t.setdefault(p, len(t))
@@ -178,26 +181,40 @@ class ChunkSearch:
             merged.extend((p, lid, s) for p, s in self._list(lid, face, k, exclude))
         return sorted(merged, key=lambda h: -h[2])[:k]
 
-    def _list(self, list_id: str, face: int, k: int, exclude: Collection[str]) -> list[tuple[str, float]]:
-        if list_id not in self._start:
-            return self.searcher.index(list_id).search(self.queries[face], k, exclude=exclude)[0]
+    def _ranked(self, list_id: str, face: int) -> tuple[list[tuple[str, float]], float]:
+        """A face's candidates in a list, best first, and the score no other person of the list can beat.
+
+        Kept for the face's next search of the same list: a face searches a list for its matches and again
+        for its person, and only its own assignment, after both, moves a template.
+        """
+        if self._memo[0] == (list_id, face, self._moves):
+            return self._memo[1]
         sims, names, complete = self._start[list_id]
         moved, vecs = self._live(list_id)
         touched = self._touched[list_id]
-        hits = [
+        ranked = [
             (p, x)
             for p, x in zip(names[face].tolist(), sims[face].tolist(), strict=True)
-            if p is not None and p not in touched and p not in exclude
-        ][:k]  # start candidates come best first
+            if p is not None and p not in touched
+        ]
         if moved:
-            live = np.clip(vecs @ self.queries[face], -1.0, 1.0)
-            for p in exclude:
-                if p in touched:
-                    live[touched[p]] = -np.inf
-            top = np.argsort(-live)[:k] if len(live) > k else np.argsort(-live)
-            hits += [(moved[i], float(live[i])) for i in top.tolist() if live[i] > -np.inf]
-            hits = sorted(hits, key=lambda h: -h[1])[:k]
-        if complete or not sims.shape[1] or (len(hits) == k and hits[-1][1] >= sims[face, -1]):
+            live = (vecs @ self.queries[face]).clip(-1.0, 1.0).tolist()
+            ranked = sorted(ranked + list(zip(moved, live, strict=True)), key=lambda h: -h[1])
+        bound = -np.inf if complete or not sims.shape[1] else float(sims[face, -1])
+        self._memo = ((list_id, face, self._moves), (ranked, bound))
+        return ranked, bound
+
+    def _list(self, list_id: str, face: int, k: int, exclude: Collection[str]) -> list[tuple[str, float]]:
+        if list_id not in self._start:
+            return self.searcher.index(list_id).search(self.queries[face], k, exclude=exclude)[0]
+        ranked, bound = self._ranked(list_id, face)
+        hits = []
+        for h in ranked:
+            if h[0] not in exclude:
+                hits.append(h)
+                if len(hits) == k:
+                    break
+        if len(hits) == k and hits[-1][1] >= bound or bound == -np.inf:
             return hits
         self.fallbacks += 1
         return self.searcher.index(list_id).search(self.queries[face], k, exclude=exclude)[0]
