@@ -58,6 +58,7 @@ class Summary:
     persons_created: int = 0
     faces_matched: int = 0
     seconds: float = 0.0
+    writer_seconds: float = 0.0  # the writer's own work (search, enrolment, staging, commits) within `seconds`
     recovered_rows: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -68,6 +69,9 @@ class Summary:
         d = dict(self.__dict__)
         d["skipped"] = self.skipped
         d["images_per_second"] = round(self.images_new / self.seconds, 2) if self.seconds else None
+        # Busy share of the single writer: near 1, more workers would not make the scan faster.
+        d["writer_busy"] = round(self.writer_seconds / self.seconds, 3) if self.seconds else None
+        d["writer_seconds"] = round(self.writer_seconds, 2)
         return d
 
 
@@ -168,6 +172,13 @@ class ScanWriter:
 
     def write(self, results: list[ImageResult]) -> None:
         """Search and enrol one chunk of analysed images (in the order given); commit when a bound is reached."""
+        t0 = time.perf_counter()
+        try:
+            self._write(results)
+        finally:
+            self.summary.writer_seconds += time.perf_counter() - t0
+
+    def _write(self, results: list[ImageResult]) -> None:
         sid, t = self.plan.source["source_id"], now()
         kept = []
         for res in results:
@@ -300,6 +311,7 @@ class ScanWriter:
 
     def finish(self) -> Summary:
         """Commit what is staged, then record the files whose content was known already (copies, renames)."""
+        t0 = time.perf_counter()
         self._stage_refused()
         self.commit()
         analysed = {sha or f"unreadable:{uri}" for uri, sha in self.plan.analyse}
@@ -309,6 +321,7 @@ class ScanWriter:
             len(self.plan.aliases[s]) - 1 for s in analysed if s in self.plan.aliases
         )
         self._write_files(known)
+        self.summary.writer_seconds += time.perf_counter() - t0
         self.summary.seconds = round(time.perf_counter() - self._t0, 2)
         return self.summary
 

@@ -92,14 +92,14 @@ def _source_ids(lake: Lake, sources: list[str] | None) -> list[dict]:
 def summary_markdown(summaries: list[Summary]) -> str:
     head = (
         "| source | files | unchanged | duplicates | analysed | failed | refused | storage errors | no faces | faces "
-        "| persons created | faces matched | seconds | images/s |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| persons created | faces matched | seconds | images/s | writer busy |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = "".join(
         f"| {s.source_id[:8]} | {s.files_seen} | {s.files_unchanged} | {s.duplicates} | {s.images_new} | "
         f"{s.images_failed} | {s.files_refused} | {s.storage_errors} | {s.images_no_faces} | {s.faces} | "
         f"{s.persons_created} | {s.faces_matched} | "
-        f"{s.seconds} | {s.as_dict()['images_per_second'] or '-'} |\n"
+        f"{s.seconds} | {s.as_dict()['images_per_second'] or '-'} | {s.as_dict()['writer_busy'] or '-'} |\n"
         for s in summaries
     )
     return "# Scan summary\n\n" + head + rows
