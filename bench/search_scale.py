@@ -45,6 +45,7 @@ MEAN_SHARE = 0.36  # weight of one shared direction in every identity centre (th
 GROUPS = 256
 GROUP_SHARE = 0.1  # squared weight of a group direction (mild demographic-like structure)
 CHUNK = 65_536
+EXTRA_KINDS = ("flat", "sq8", "pq", "ivfpq", "hnsw")  # the raw FAISS indexes --extra builds
 CLEARLY_FASTER = 1.2  # "IVF is faster" means at least this ratio of single-query latencies
 
 
@@ -168,7 +169,14 @@ def fmt_mb(b: float) -> str:
 
 # ---------------------------------------------------------------------------------------------- runs
 def run_size(
-    n: int, faces: Faces, n_queries: int, nprobe_fracs: list[float], extra: bool, hnsw_max: int, kinds=("flat", "ivf")
+    n: int,
+    faces: Faces,
+    n_queries: int,
+    nprobe_fracs: list[float],
+    extra: bool,
+    hnsw_max: int,
+    kinds=("flat", "ivf"),
+    extra_kinds=EXTRA_KINDS,
 ) -> dict:
     n_known = int(n_queries * 0.9)
     emb, centres = faces.persons(n, keep_centres=min(n, 20_000))
@@ -212,7 +220,7 @@ def run_size(
         gc.collect()
 
     if extra:
-        res["extra"] = run_extra(emb, q, exact, ids, n_known, hnsw_max)
+        res["extra"] = run_extra(emb, q, exact, ids, n_known, hnsw_max, kinds=extra_kinds)
     return res
 
 
@@ -225,7 +233,9 @@ DELETES = {
 }
 
 
-def run_extra(emb, q, exact, ids, n_known, hnsw_max, *, efs=(64, 128, 256, 512), nprobes=(0.05, 0.1, 0.25)) -> list:
+def run_extra(
+    emb, q, exact, ids, n_known, hnsw_max, *, efs=(64, 128, 256, 512), nprobes=(0.05, 0.1, 0.25), kinds=EXTRA_KINDS
+) -> list:
     """Raw FAISS alternatives, for comparison (PersonIndex builds flat or IVF): IVF-SQ8, exhaustive PQ fast
     scan and IVF-PQ fast scan both re-ranked exactly (IndexRefineFlat), HNSW32 with efSearch swept."""
     n, d = emb.shape
@@ -264,12 +274,13 @@ def run_extra(emb, q, exact, ids, n_known, hnsw_max, *, efs=(64, 128, 256, 512),
         print("  " + " | ".join(f"{x:.4g}" if isinstance(x, float) else str(x) for x in r), flush=True)
         rows.append(r)
 
-    ix = faiss.IndexFlatIP(d)
-    _, t_build = timed(ix.add, emb)
-    evaluate("Flat (exact, BLAS batches)", ix, t_build, d * 4, DELETES["Flat"])
-    del ix
+    if "flat" in kinds:
+        ix = faiss.IndexFlatIP(d)
+        _, t_build = timed(ix.add, emb)
+        evaluate("Flat (exact, BLAS batches)", ix, t_build, d * 4, DELETES["Flat"])
+        del ix
 
-    if n >= 39 * 4:
+    if n >= 39 * 4 and "sq8" in kinds:
         ix = faiss.index_factory(d, f"IVF{nlist},SQ8", faiss.METRIC_INNER_PRODUCT)
         t = time.perf_counter()
         ix.train(sample)
@@ -279,6 +290,7 @@ def run_extra(emb, q, exact, ids, n_known, hnsw_max, *, efs=(64, 128, 256, 512),
             faiss.extract_index_ivf(ix).nprobe = max(1, round(frac * nlist))
             evaluate(f"IVF{nlist},SQ8 np{round(frac * nlist)}", ix, t_build, d + 8, DELETES["SQ8"])
         del ix
+    if n >= 39 * 4 and "pq" in kinds:
         for spec, bpv in (("PQ64x4fs,RFlat", 32 + 4 * d), ("PQ32x4fs,RFlat", 16 + 4 * d)):
             ix = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
             t = time.perf_counter()
@@ -289,6 +301,7 @@ def run_extra(emb, q, exact, ids, n_known, hnsw_max, *, efs=(64, 128, 256, 512),
                 ix.k_factor = kf
                 evaluate(f"{spec} k_factor {kf}", ix, t_build, bpv, DELETES["PQ"])
             del ix
+    if n >= 39 * 4 and "ivfpq" in kinds:
         spec = f"IVF{nlist},PQ64x4fs,RFlat"
         ix = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
         t = time.perf_counter()
@@ -301,7 +314,7 @@ def run_extra(emb, q, exact, ids, n_known, hnsw_max, *, efs=(64, 128, 256, 512),
             faiss.extract_index_ivf(ix).nprobe = p
             evaluate(f"{spec} np{p} k_factor 8", ix, t_build, 32 + 8 + 4 * d, DELETES["PQ"])
         del ix
-    if n <= hnsw_max:
+    if n <= hnsw_max and "hnsw" in kinds:
         ix = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
         ix.hnsw.efConstruction = 200
         _, t_build = timed(ix.add, emb)
@@ -358,6 +371,7 @@ def main() -> None:
     )
     ap.add_argument("--extra", action="store_true", help="also raw IVF-SQ8, PQ/IVF-PQ + re-rank, HNSW32 (efC 200)")
     ap.add_argument("--extra-only", action="store_true", help="only the raw FAISS table (skip PersonIndex flat/IVF)")
+    ap.add_argument("--extra-kinds", default=",".join(EXTRA_KINDS), help="raw FAISS kinds to build")
     ap.add_argument("--hnsw-max", type=int, default=100_000, help="largest size to build HNSW for with --extra")
     ap.add_argument("--threads", type=int, default=0, help="FAISS threads (0 = all cores)")
     ap.add_argument("--seed", type=int, default=0)
@@ -378,7 +392,10 @@ def main() -> None:
     for n in sizes:
         t0 = time.perf_counter()
         kinds = ("flat",) if args.extra_only else ("flat", "ivf")
-        r = run_size(n, faces, args.queries, nprobe_fracs, args.extra or args.extra_only, args.hnsw_max, kinds)
+        extra_kinds = tuple(args.extra_kinds.split(","))
+        r = run_size(
+            n, faces, args.queries, nprobe_fracs, args.extra or args.extra_only, args.hnsw_max, kinds, extra_kinds
+        )
         results.append(r)
         print(
             f"# n={n:,}: exact top-1 is the true person for {r['ident']:.3f} of known queries; median top-1 cosine "

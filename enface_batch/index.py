@@ -43,6 +43,11 @@ R@1 is recall@1 against exact search, for queries of persons in the list / for a
 * ``EXACT_MAX = 100_000``: below it an exact query costs <= ~5 ms, small next to detecting and embedding a face
   on this box (~20-300 ms) and worth keeping for exact persons lists; above it flat grows linearly while IVF
   stays ~3x cheaper at R@1 >= 0.99. Callers that search large batches at once should ask for ``kind="flat"``.
+* Batches of queries (the scan writer searches a chunk's faces at once) go through BLAS (``_blas_for``): exact
+  search then costs ~0.28 ms of one core per face at 100k persons, ~2.8 ms at 1M, which beats every IVF
+  setting that keeps R@1 >= 0.99 on these embeddings; the writer therefore asks for ``kind="flat"``. The one
+  approximate index that beat it for batches at R@1 >= 0.99 was an exhaustive PQ fast scan re-ranked exactly
+  (``PQ64x4fs,RFlat``, k_factor 8; ``bench/search_scale.py --extra``), not built here yet.
 * Alternatives measured with ``--extra`` (raw FAISS): IVF-SQ8 at the same nprobe is 4x smaller (136 B/person)
   and no faster at 1M (12 ms, R@1 0.997 known) -- 128-d fp32 is only 512 MB per million persons, so it is not
   worth the extra kind. HNSW32 (efConstruction 200) needs efSearch 512 for R@1 0.996 at 100k, where it is no
