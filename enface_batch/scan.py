@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from .analyze import Analyzer, ImageResult
 from .imaging import TRANSIENT_REASONS
+from .index import EXACT_MAX
 from .lake.store import Lake, now
 from .ops.action import ActionEngine, Rules, resolve_rules
 from .ops.search import Searcher
@@ -79,6 +80,10 @@ CHUNK_IMAGES = 64
 CHUNK_BYTES = 16 << 20
 COMMIT_IMAGES = 256
 COMMIT_SECONDS = 10.0
+# Lists of at least this many persons give the writer approximate candidates, re-ranked exactly (index.py
+# use_candidates): an exact search costs ~0.28 ms of a core per face at 100k persons, ~2.8 ms at 1M. The same
+# size from which "auto" indexes turn approximate (IVF) for single queries.
+CANDIDATES_FROM = EXACT_MAX
 COMMIT_MIN_SECONDS = 2.0  # the scan flow's floor between commits: a commit costs a fixed ~0.1-0.3 s of CPU
 
 
@@ -136,7 +141,8 @@ class ScanWriter:
         self.run_id = run_id or str(uuid.uuid4())
         # Exact flat indexes: a writer searches a chunk's faces in one batch, where one GEMM over the list beats
         # IVF at the recall it needs on face embeddings (index.py), and moves templates in place.
-        self.engine = ActionEngine(lake, analyzer, Searcher(lake, analyzer.pack.embedder.dim, kind="flat"))
+        searcher = Searcher(lake, analyzer.pack.embedder.dim, kind="flat", candidates_from=CANDIDATES_FROM)
+        self.engine = ActionEngine(lake, analyzer, searcher)
         self.batched = True  # False: search face after face (the reference the batched path is tested against)
         self.rules: Rules = resolve_rules(lake, self.engine.calibration, source_id=plan.source["source_id"])
         self.model = analyzer.pack.version

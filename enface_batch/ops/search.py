@@ -44,8 +44,10 @@ def build_index(lake: ReadLake, list_id: str, dim: int, version: int | None = No
 class Searcher:
     """The writer's person search: templates per list, updated in memory as faces are assigned."""
 
-    def __init__(self, lake: Lake, dim: int, *, kind: str = "auto") -> None:
+    def __init__(self, lake: Lake, dim: int, *, kind: str = "auto", candidates_from: int | None = None) -> None:
         self.lake, self.dim, self.kind = lake, dim, kind
+        # Lists of at least this many persons answer batches approximately (PersonIndex.use_candidates).
+        self.candidates_from = candidates_from
         self._lists: dict[str, Templates] = {}
         self._chunk: ChunkSearch | None = None
         self.fallbacks = 0  # faces of chunk searches that had to be searched alone (ChunkSearch)
@@ -65,6 +67,8 @@ class Searcher:
         version = self.lake.version("person_faces")
         if st is None or st.index.version != version:
             st = Templates(self.lake, list_id, self.dim, version=version, threads=SEARCH_THREADS, kind=self.kind)
+            if self.candidates_from is not None and st.index.kind == "flat" and len(st.index) >= self.candidates_from:
+                st.index.use_candidates()
             self._lists[list_id] = st
         self._fresh.add(list_id)
         return st
@@ -127,6 +131,7 @@ class ChunkSearch:
     templates. A person outside both sets is unchanged and scored at most the face's last start candidate, so
     when the k-th answer reaches that score the answer is exact; otherwise (many exclusions, a chunk that
     moved most of a face's candidates) the face is searched alone against the live index (``fallbacks``).
+    Lists that answer batches approximately (``PersonIndex.use_candidates``) are not checked that way.
     """
 
     def __init__(self, searcher: Searcher, list_ids: Iterable[str], queries: np.ndarray, depth: int) -> None:
@@ -146,8 +151,10 @@ class ChunkSearch:
         for lid in dict.fromkeys(list_ids):
             idx = searcher.index(lid)
             sims, _, names = idx.search_raw(self.queries, depth)
-            # Every person of the list is a candidate of every face: nothing can be missed.
-            self._start[lid] = (sims, names, len(idx) <= depth and not (names == None).any())  # noqa: E711
+            # complete: every person of the list is a candidate of every face, nothing can be missed; an
+            # approximate index is taken at its word (its recall is measured, not guaranteed).
+            complete = idx.approximate or (len(idx) <= depth and not (names == None).any())  # noqa: E711
+            self._start[lid] = (sims, names, complete)
             self._touched[lid] = {}
 
     def touched(self, list_id: str, person_ids: list[str]) -> None:
