@@ -1,6 +1,6 @@
 """The scan writer alone, on one core: how many analysed images per second can one ScanWriter take?
 
-    python bench/writer_ceiling.py [--sizes 1000,100000,1000000] [--images 4000] [--path batched,single]
+    python bench/writer_ceiling.py [--sizes 1000,100000,1000000] [--images 4000] [--path batched,exact,single]
     python bench/writer_ceiling.py --sizes 100000 --profile        # cProfile of the writer, top functions
 
 Workers analyse; the flow process is the single writer (search, auto-enrolment, staging rows, Delta commits),
@@ -17,7 +17,9 @@ row each) in a fresh lake; the writer's files upsert, faces, persons, person_fac
 commits are all timed (commit every 256 images, as a scan does).
 
 Paths: "batched" is ScanWriter as the scan runs it (one FAISS search per list per chunk, faces of a chunk
-resolved against each other exactly); "single" is the one-face-at-a-time reference (ActionEngine.process).
+resolved against each other exactly; lists of 100k persons or more take PQ fast-scan candidates re-ranked
+exactly); "exact" the same with exact search at any size; "single" the one-face-at-a-time reference
+(ActionEngine.process). Before/after: PYTHONPATH=<an older tree's copy> runs this bench against it.
 """
 
 from __future__ import annotations
