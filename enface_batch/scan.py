@@ -7,9 +7,9 @@ single writer of the lake.
 Idempotence and crash safety: a file whose (path, size, mtime) is unchanged is not read again; a file is hashed
 and a content already in the source's images table is not analysed again (renames and copies), while an edited
 file is. Each commit (every 256 images, in the flow at least 2 s apart, or 10 s) writes persons, faces and
-actions first and the images rows
-last: an images row is the "done" marker. A run killed at any point leaves rows whose image has no marker; the next run
-deletes exactly those before it starts (`recover`), then redoes their images, so nothing is duplicated or lost.
+actions first and the images rows last: an images row is the "done" marker. A run killed at any point leaves
+rows whose image has no marker; the next run deletes exactly those before it starts (`recover`), then redoes
+their images, so nothing is duplicated or lost.
 """
 
 from __future__ import annotations
