@@ -47,7 +47,7 @@ R@1 is recall@1 against exact search, for queries of persons in the list / for a
   search then costs ~0.28 ms of one core per face at 100k persons, ~2.8 ms at 1M, which beats every IVF
   setting that keeps R@1 >= 0.99 on these embeddings; the writer therefore asks for ``kind="flat"``. The one
   approximate index that beat it for batches at R@1 >= 0.99 was an exhaustive PQ fast scan re-ranked exactly
-  (``PQ64x4fs,RFlat``, k_factor 8; ``bench/search_scale.py --extra``: 11x flat at 1M, R@1 0.990); a flat
+  (``PQ64x4fs,RFlat``, k_factor 8; ``bench/search_scale.py --extra``: 9-11x flat at 1M, R@1 0.990); a flat
   index offers it for batches with ``use_candidates()``, which the writer turns on from ``EXACT_MAX``.
 * Alternatives measured with ``--extra`` (raw FAISS): IVF-SQ8 at the same nprobe is 4x smaller (136 B/person)
   and no faster at 1M (12 ms, R@1 0.997 known) -- 128-d fp32 is only 512 MB per million persons, so it is not
