@@ -57,7 +57,7 @@ from enface_batch.scan import CHUNK_IMAGES, ScanWriter  # noqa: E402
 from enface_batch.scan_plan import FileEntry, plan  # noqa: E402
 from enface_batch.scoring import DEFAULT_EMBEDDER  # noqa: E402
 
-COMMIT_MIN_SECONDS = 2.0  # enface_batch.scan.COMMIT_MIN_SECONDS, the flow's floor between commits
+COMMIT_SHARE = 0.1  # enface_batch.scan.COMMIT_SHARE, how the flow spaces commits
 DIM = 128
 PREFILL_CHUNK = 100_000
 
@@ -219,11 +219,7 @@ def run_writer(
     for r in images:  # each image is one file of the source: the writer upserts its files row
         p.aliases[r.sha256] = [FileEntry(r.uri, r.size_bytes, "2026-01-01T00:00:00")]
     # As the flow does (the keyword is absent before this bench's commit: PYTHONPATH=an older tree compares).
-    extra = (
-        {"commit_min_seconds": COMMIT_MIN_SECONDS}
-        if "commit_min_seconds" in ScanWriter.__init__.__code__.co_varnames
-        else {}
-    )
+    extra = {"commit_share": COMMIT_SHARE} if "commit_share" in ScanWriter.__init__.__code__.co_varnames else {}
     writer = ScanWriter(lake, stub_analyzer(), p, **extra)
     writer.batched = batched
     if exact and hasattr(writer.engine.searcher, "candidates_from"):

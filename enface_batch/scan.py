@@ -6,10 +6,10 @@ single writer of the lake.
 
 Idempotence and crash safety: a file whose (path, size, mtime) is unchanged is not read again; a file is hashed
 and a content already in the source's images table is not analysed again (renames and copies), while an edited
-file is. Each commit (every 256 images, in the flow at least 2 s apart, or 10 s) writes persons, faces and
-actions first and the images rows last: an images row is the "done" marker. A run killed at any point leaves
-rows whose image has no marker; the next run deletes exactly those before it starts (`recover`), then redoes
-their images, so nothing is duplicated or lost.
+file is. Each commit (every 256 images, spaced in the flow so commits stay ~10 % of the writer's time, or
+every 10 s) writes persons, faces and actions first and the images rows last: an images row is the "done"
+marker. A run killed at any point leaves rows whose image has no marker; the next run deletes exactly those
+before it starts (`recover`), then redoes their images, so nothing is duplicated or lost.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ COMMIT_SECONDS = 10.0
 # use_candidates): an exact search costs ~0.28 ms of a core per face at 100k persons, ~2.8 ms at 1M. The same
 # size from which "auto" indexes turn approximate (IVF) for single queries.
 CANDIDATES_FROM = EXACT_MAX
-COMMIT_MIN_SECONDS = 2.0  # the scan flow's floor between commits: a commit costs a fixed ~0.1-0.3 s of CPU
+COMMIT_SHARE = 0.1  # the scan flow spaces commits so they take at most ~this share of the writer's time
 
 
 def chunks(plan: Plan, max_images: int = CHUNK_IMAGES, max_bytes: int = CHUNK_BYTES) -> Iterator[list[str]]:
@@ -126,16 +126,18 @@ class ScanWriter:
         run_id: str | None = None,
         commit_images: int = COMMIT_IMAGES,
         commit_seconds: float = COMMIT_SECONDS,
-        commit_min_seconds: float = 0.0,
+        commit_share: float | None = None,
     ) -> None:
         self.lake, self.plan = lake, plan
         # Rows are staged and committed together once either bound is reached: every commit costs the same
         # few tens of ms and leaves one small Parquet file per table, so committing each chunk made a
         # 4,000-photo import write ~1,200 commits and as many tiny files for analysts to read.
-        # With many workers feeding it, 256 images arrive in a fraction of a second: commit_min_seconds keeps
-        # commits that far apart, so their fixed cost stays a small share of the writer's time.
+        # With many workers feeding it, 256 images arrive in a fraction of a second, and a commit costs a fixed
+        # ~0.1-0.4 s of CPU: with commit_share, the next commit waits until the last one's cost is at most that
+        # share of the time since, so commits hold more images exactly when images come fast.
         self.commit_images, self.commit_seconds = commit_images, commit_seconds
-        self.commit_min_seconds = commit_min_seconds
+        self.commit_share = commit_share
+        self._commit_cost = 0.0
         self._faces: list[dict] = []
         self._images: list[dict] = []
         self._last_commit = time.perf_counter()
@@ -252,15 +254,15 @@ class ScanWriter:
             s.persons_created += sum(len(o["persons_created"]) for o in outcomes)
             s.faces_matched += sum(o["decision"] == "matched" for o in outcomes)
         elapsed = time.perf_counter() - self._last_commit
-        if (len(self._images) >= self.commit_images and elapsed >= self.commit_min_seconds) or (
-            elapsed >= self.commit_seconds
-        ):
+        spaced = not self.commit_share or self._commit_cost <= self.commit_share * (elapsed + self._commit_cost)
+        if (len(self._images) >= self.commit_images and spaced) or elapsed >= self.commit_seconds:
             self.commit()
 
     def commit(self) -> None:
         """Rows that point at the images first; the images rows, the "done" markers, last."""
         if not self._images:
             return
+        t0 = time.perf_counter()
         self.engine.commit_persons()
         self.lake.append("faces", self._faces)
         self.engine.commit_actions()
@@ -268,6 +270,7 @@ class ScanWriter:
         self._write_files({r["image_sha256"] for r in self._images})
         self._faces, self._images = [], []
         self._last_commit = time.perf_counter()
+        self._commit_cost = self._last_commit - t0
 
     def _write_files(self, shas: set[str]) -> None:
         # An error row an earlier run left for a file that is now read: one images row per content, not both.

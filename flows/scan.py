@@ -27,7 +27,7 @@ from enface_batch.ops.catalog import list_sources
 from enface_batch.scan import (
     CHUNK_IMAGES,
     COMMIT_IMAGES,
-    COMMIT_MIN_SECONDS,
+    COMMIT_SHARE,
     ScanWriter,
     StorageFailure,
     Summary,
@@ -132,7 +132,7 @@ def _scan(sources: list[str] | None, lk: Lake, chunk_size: int, workers: int | N
     summaries = []
     for source in _source_ids(lk, sources):
         p = plan(lk, source["source_id"])
-        writer = ScanWriter(lk, writer_analyzer, p, commit_images=commit_images, commit_min_seconds=COMMIT_MIN_SECONDS)
+        writer = ScanWriter(lk, writer_analyzer, p, commit_images=commit_images, commit_share=COMMIT_SHARE)
         recovered = writer.recover()
         if recovered:
             log.warning(f"source {source['name']}: removed rows of an interrupted run {recovered}; redoing them")
