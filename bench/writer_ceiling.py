@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import os
 
-for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ENFACE_FAISS_THREADS"):
-    os.environ[_v] = "1"
+if __name__ == "__main__":  # one thread everywhere, before numpy/BLAS/FAISS load (not when tests import this)
+    for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ENFACE_FAISS_THREADS"):
+        os.environ[_v] = "1"
 
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
