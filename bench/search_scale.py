@@ -33,7 +33,7 @@ import uuid
 import faiss
 import numpy as np
 
-from enface_batch.index import PersonIndex, ivf_nlist, ivf_nprobe
+from enface_batch.index import PersonIndex, ivf_nlist
 
 DIM = 128
 # Fitted to real SFace embeddings of lfw_dev (3,811 faces, 2,086 people; bench/lfw_embed.py cache):
@@ -45,6 +45,7 @@ MEAN_SHARE = 0.36  # weight of one shared direction in every identity centre (th
 GROUPS = 256
 GROUP_SHARE = 0.1  # squared weight of a group direction (mild demographic-like structure)
 CHUNK = 65_536
+EXTRA_KINDS = ("flat", "sq8", "pq", "ivfpq", "hnsw")  # the raw FAISS indexes --extra builds
 CLEARLY_FASTER = 1.2  # "IVF is faster" means at least this ratio of single-query latencies
 
 
@@ -167,7 +168,16 @@ def fmt_mb(b: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- runs
-def run_size(n: int, faces: Faces, n_queries: int, nprobe_fracs: list[float], extra: bool, hnsw_max: int) -> dict:
+def run_size(
+    n: int,
+    faces: Faces,
+    n_queries: int,
+    nprobe_fracs: list[float],
+    extra: bool,
+    hnsw_max: int,
+    kinds=("flat", "ivf"),
+    extra_kinds=EXTRA_KINDS,
+) -> dict:
     n_known = int(n_queries * 0.9)
     emb, centres = faces.persons(n, keep_centres=min(n, 20_000))
     q, truth = faces.queries(centres, n_known, n_queries - n_known)
@@ -175,7 +185,7 @@ def run_size(n: int, faces: Faces, n_queries: int, nprobe_fracs: list[float], ex
     res: dict = {"n": n}
     known = slice(0, n_known)
 
-    for kind in ("flat", "ivf"):
+    for kind in kinds:
         gc.collect()
         r0 = rss()
         ix, t_build = timed(PersonIndex.build, ids, emb, version=1, kind=kind)
@@ -210,57 +220,107 @@ def run_size(n: int, faces: Faces, n_queries: int, nprobe_fracs: list[float], ex
         gc.collect()
 
     if extra:
-        res["extra"] = run_extra(emb, q, exact, ids, n_known, hnsw_max)
+        res["extra"] = run_extra(emb, q, exact, ids, n_known, hnsw_max, kinds=extra_kinds)
     return res
 
 
-def run_extra(emb, q, exact, ids, n_known, hnsw_max) -> list[tuple]:
-    """Raw FAISS alternatives the notes mention, for comparison only (not what PersonIndex builds)."""
+DELETES = {
+    "Flat": "in place: row zeroed (tombstone), compacted past 256 (PersonIndex)",
+    "IVF": "remove_ids scans every list, O(n); or tombstones + rebuild",
+    "SQ8": "as IVF",
+    "PQ": "remove_ids O(n); or tombstones + rebuild",
+    "HNSW": "no remove_ids: tombstones (filtered at search) + periodic rebuild",
+}
+
+
+def run_extra(
+    emb, q, exact, ids, n_known, hnsw_max, *, efs=(64, 128, 256, 512), nprobes=(0.05, 0.1, 0.25), kinds=EXTRA_KINDS
+) -> list:
+    """Raw FAISS alternatives, for comparison (PersonIndex builds flat or IVF): IVF-SQ8, exhaustive PQ fast
+    scan and IVF-PQ fast scan both re-ranked exactly (IndexRefineFlat), HNSW32 with efSearch swept."""
     n, d = emb.shape
     nlist = ivf_nlist(n)
     rows = []
+    sample = emb[np.random.default_rng(0).choice(n, min(n, max(nlist * 64, 20_000)), replace=False)]
 
-    def evaluate(name, index, t_build, bytes_per):
+    def evaluate(name, index, t_build, bytes_per, deletes):
+        before = faiss.cvar.distance_compute_blas_threshold
+        faiss.cvar.distance_compute_blas_threshold = 1  # what PersonIndex does for batches (index._blas_for)
         _, dt = timed(index.search, q, 10)
         _, idx = index.search(q, 10)
+        faiss.cvar.distance_compute_blas_threshold = before
         approx = [[(ids[j], 0.0) for j in row if j >= 0] for row in idx]
         index.search(q[:1], 10)
         lat = []
+        t_end = time.perf_counter() + 2.0
         for i in range(min(200, len(q))):
             t = time.perf_counter()
             index.search(q[i : i + 1], 10)
             lat.append(time.perf_counter() - t)
-        rows.append(
-            (
-                name,
-                n,
-                t_build,
-                bytes_per,
-                len(q) / dt,
-                float(np.median(lat)),
-                recall(approx, exact, 1),
-                recall(approx, exact, 1, slice(0, n_known)),
-                recall(approx, exact, 10),
-            )
+            if i >= 10 and time.perf_counter() > t_end:
+                break
+        r = (
+            name,
+            n,
+            t_build,
+            bytes_per,
+            len(q) / dt,
+            float(np.median(lat)),
+            recall(approx, exact, 1),
+            recall(approx, exact, 1, slice(0, n_known)),
+            recall(approx, exact, 10),
+            deletes,
         )
+        print("  " + " | ".join(f"{x:.4g}" if isinstance(x, float) else str(x) for x in r), flush=True)
+        rows.append(r)
 
-    if n >= 39 * 4:
+    if "flat" in kinds:
+        ix = faiss.IndexFlatIP(d)
+        _, t_build = timed(ix.add, emb)
+        evaluate("Flat (exact, BLAS batches)", ix, t_build, d * 4, DELETES["Flat"])
+        del ix
+
+    if n >= 39 * 4 and "sq8" in kinds:
         ix = faiss.index_factory(d, f"IVF{nlist},SQ8", faiss.METRIC_INNER_PRODUCT)
         t = time.perf_counter()
-        ntrain = min(n, max(nlist * 64, 20_000))
-        ix.train(emb[np.random.default_rng(0).choice(n, ntrain, replace=False)])
+        ix.train(sample)
         ix.add(emb)
         t_build = time.perf_counter() - t
-        faiss.extract_index_ivf(ix).nprobe = ivf_nprobe(nlist)
-        evaluate(f"IVF{nlist},SQ8", ix, t_build, d + 8)
+        for frac in (0.25, 0.6):
+            faiss.extract_index_ivf(ix).nprobe = max(1, round(frac * nlist))
+            evaluate(f"IVF{nlist},SQ8 np{round(frac * nlist)}", ix, t_build, d + 8, DELETES["SQ8"])
         del ix
-    if n <= hnsw_max:
+    if n >= 39 * 4 and "pq" in kinds:
+        for spec, bpv in (("PQ64x4fs,RFlat", 32 + 4 * d), ("PQ32x4fs,RFlat", 16 + 4 * d)):
+            ix = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
+            t = time.perf_counter()
+            ix.train(sample[:100_000])  # 16 centroids per sub-quantizer need no more
+            ix.add(emb)
+            t_build = time.perf_counter() - t
+            for kf in (4, 8, 16):
+                ix.k_factor = kf
+                evaluate(f"{spec} k_factor {kf}", ix, t_build, bpv, DELETES["PQ"])
+            del ix
+    if n >= 39 * 4 and "ivfpq" in kinds:
+        spec = f"IVF{nlist},PQ64x4fs,RFlat"
+        ix = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
+        t = time.perf_counter()
+        ix.train(sample)
+        ix.add(emb)
+        t_build = time.perf_counter() - t
+        ix.k_factor = 8
+        for frac in nprobes:
+            p = max(1, round(frac * nlist))
+            faiss.extract_index_ivf(ix).nprobe = p
+            evaluate(f"{spec} np{p} k_factor 8", ix, t_build, 32 + 8 + 4 * d, DELETES["PQ"])
+        del ix
+    if n <= hnsw_max and "hnsw" in kinds:
         ix = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
         ix.hnsw.efConstruction = 200
         _, t_build = timed(ix.add, emb)
-        for ef in (64, 128, 256, 512):
+        for ef in efs:
             ix.hnsw.efSearch = ef
-            evaluate(f"HNSW32 efC200 ef{ef}", ix, t_build, d * 4 + 32 * 2 * 4)
+            evaluate(f"HNSW32 efC200 ef{ef}", ix, t_build, d * 4 + 32 * 2 * 4, DELETES["HNSW"])
         del ix
     return rows
 
@@ -309,7 +369,9 @@ def main() -> None:
     ap.add_argument(
         "--sweep", default="1000,2000,5000,10000,20000,50000,200000", help="crossover sweep sizes ('' = off)"
     )
-    ap.add_argument("--extra", action="store_true", help="also raw IVF-SQ8 and HNSW32 (efC 200)")
+    ap.add_argument("--extra", action="store_true", help="also raw IVF-SQ8, PQ/IVF-PQ + re-rank, HNSW32 (efC 200)")
+    ap.add_argument("--extra-only", action="store_true", help="only the raw FAISS table (skip PersonIndex flat/IVF)")
+    ap.add_argument("--extra-kinds", default=",".join(EXTRA_KINDS), help="raw FAISS kinds to build")
     ap.add_argument("--hnsw-max", type=int, default=100_000, help="largest size to build HNSW for with --extra")
     ap.add_argument("--threads", type=int, default=0, help="FAISS threads (0 = all cores)")
     ap.add_argument("--seed", type=int, default=0)
@@ -329,7 +391,11 @@ def main() -> None:
     results = []
     for n in sizes:
         t0 = time.perf_counter()
-        r = run_size(n, faces, args.queries, nprobe_fracs, args.extra, args.hnsw_max)
+        kinds = ("flat",) if args.extra_only else ("flat", "ivf")
+        extra_kinds = tuple(args.extra_kinds.split(","))
+        r = run_size(
+            n, faces, args.queries, nprobe_fracs, args.extra or args.extra_only, args.hnsw_max, kinds, extra_kinds
+        )
         results.append(r)
         print(
             f"# n={n:,}: exact top-1 is the true person for {r['ident']:.3f} of known queries; median top-1 cosine "
@@ -345,7 +411,7 @@ def main() -> None:
     print(hdr)
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        for kind in ("flat", "ivf"):
+        for kind in ("flat", "ivf") if "ivf" in r else ("flat",):
             x = r[kind]
             name = "Flat" if kind == "flat" else f"IVF{x['nlist']} np{x['nprobe']}"
             rec1 = "1 / 1" if kind == "flat" else f"{x['r1']:.3f} / {x['r1_known']:.3f}"
@@ -360,25 +426,28 @@ def main() -> None:
     print("| persons | nlist | nprobe | R@1 all | R@1 known | R@10 all | qps | 1-query ms | flat 1-query ms |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        for p, r1, r1k, r10, qps, lat in r["ivf"]["sweep"]:
+        for p, r1, r1k, r10, qps, lat in r["ivf"]["sweep"] if "ivf" in r else []:
             star = "*" if p == r["ivf"]["nprobe"] else ""
             print(
                 f"| {r['n']:,} | {r['ivf']['nlist']} | {p}{star} | {r1:.3f} | {r1k:.3f} | {r10:.3f} | {qps:,.0f} "
                 f"| {fmt_ms(lat)} | {fmt_ms(r['flat']['lat50'])} |"
             )
 
-    if args.extra:
+    if args.extra or args.extra_only:
         print("\n## Raw FAISS alternatives (not used by PersonIndex), k=10")
-        print("| index | persons | build s | B/vector | qps | 1-query ms | R@1 all | R@1 known | R@10 |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print(
+            "| index | persons | build s | B/vector | MB | qps batch | 1-query ms | R@1 all | R@1 known | R@10 "
+            "| deletes |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in results:
-            for name, n, tb, bpv, qps, lat, r1, r1k, r10 in r.get("extra", []):
+            for name, n, tb, bpv, qps, lat, r1, r1k, r10, dele in r.get("extra", []):
                 print(
-                    f"| {name} | {n:,} | {tb:.1f} | {bpv} | {qps:,.0f} | {fmt_ms(lat)} | {r1:.3f} | {r1k:.3f} "
-                    f"| {r10:.3f} |"
+                    f"| {name} | {n:,} | {tb:.1f} | {bpv} | {bpv * n / 2**20:,.0f} | {qps:,.0f} | {fmt_ms(lat)} "
+                    f"| {r1:.3f} | {r1k:.3f} | {r10:.3f} | {dele} |"
                 )
 
-    points = [(r["n"], r["flat"]["lat50"], r["ivf"]["lat50"]) for r in results]
+    points = [(r["n"], r["flat"]["lat50"], r["ivf"]["lat50"]) for r in results if "ivf" in r]
     if sweep:
         print("\n## Crossover sweep: single-query median latency, k=10")
         print("| persons | flat ms | IVF ms | IVF R@1 vs exact |")

@@ -41,6 +41,7 @@ class Face:
     embedding: np.ndarray  # float32, unit length
     thumb: np.ndarray  # 112x112x3 uint8 RGB, the aligned crop the embedder saw
     crop: bytes | None = None  # JPEG of the face box with a margin, at most 224 px: a person's image
+    thumb_jpeg: bytes | None = None  # JPEG of thumb, made by the worker (the single writer stores it)
     features: dict = field(default_factory=dict)  # e.g. {"gender": "male", "gender_score": .97, "age": 31.2}
 
     @property
@@ -113,7 +114,8 @@ class Analyzer:
                     pitch=round(pitch, 1),
                     roll=round(roll, 1),
                     embedding=np.zeros(0, np.float32),
-                    thumb=arcface_crop(img.rgb, det.kps[i]),
+                    thumb=(thumb := arcface_crop(img.rgb, det.kps[i])),
+                    thumb_jpeg=jpeg_bytes(thumb),
                     # Encoded here, in the worker: a JPEG crosses process boundaries at a tenth of the pixels.
                     crop=jpeg_bytes(face_crop(img.rgb, det.boxes[i]), 85),
                 )

@@ -9,7 +9,10 @@ normalised here, so callers may pass raw embedder output.
 
 Index kinds:
 
-* ``"flat"``: ``IndexIDMap2(IndexFlatIP)``, exact. Adds and removals keep it exact.
+* ``"flat"``: ``IndexFlatIP``, exact; a FAISS id is the row. A person already indexed is updated by writing
+  its row in place (O(dim): a writer moves a template per matched face, and ``remove_ids`` + ``add`` on a flat
+  index copies every row after it, O(n)); a removed person's row is zeroed and skipped (a tombstone) until
+  ``_DEAD_MAX`` of them make the next change compact the rows.
 * ``"ivf"``: ``IndexIVFFlat`` (inner product, spherical k-means), approximate. ``nlist ~ 4*sqrt(n)`` trained on
   a sample; later adds go to the trained lists, and only a rebuild retrains.
 * ``"auto"``: flat below ``EXACT_MAX`` persons, IVF from there on (decided at build time).
@@ -40,6 +43,12 @@ R@1 is recall@1 against exact search, for queries of persons in the list / for a
 * ``EXACT_MAX = 100_000``: below it an exact query costs <= ~5 ms, small next to detecting and embedding a face
   on this box (~20-300 ms) and worth keeping for exact persons lists; above it flat grows linearly while IVF
   stays ~3x cheaper at R@1 >= 0.99. Callers that search large batches at once should ask for ``kind="flat"``.
+* Batches of queries (the scan writer searches a chunk's faces at once) go through BLAS (``_blas_for``): exact
+  search then costs ~0.28 ms of one core per face at 100k persons, ~2.8 ms at 1M, which beats every IVF
+  setting that keeps R@1 >= 0.99 on these embeddings; the writer therefore asks for ``kind="flat"``. The one
+  approximate index that beat it for batches at R@1 >= 0.99 was an exhaustive PQ fast scan re-ranked exactly
+  (``PQ64x4fs,RFlat``, k_factor 8; ``bench/search_scale.py --extra``: 9-11x flat at 1M, R@1 0.990); a flat
+  index offers it for batches with ``use_candidates()``, which the writer turns on from ``EXACT_MAX``.
 * Alternatives measured with ``--extra`` (raw FAISS): IVF-SQ8 at the same nprobe is 4x smaller (136 B/person)
   and no faster at 1M (12 ms, R@1 0.997 known) -- 128-d fp32 is only 512 MB per million persons, so it is not
   worth the extra kind. HNSW32 (efConstruction 200) needs efSearch 512 for R@1 0.996 at 100k, where it is no
@@ -69,13 +78,14 @@ IVF_PROBE_FRACTION = 0.6
 """Share of the IVF lists probed per query (measured; face embeddings need far more than near-duplicates do)."""
 
 KINDS = ("auto", "flat", "ivf")
-FORMAT = "enface-person-index/1"
+FORMAT = "enface-person-index/2"  # /1 (IndexIDMap2 flat) files are rebuilt
 THREADS_ENV = "ENFACE_FAISS_THREADS"
 
 _ADD_CHUNK = 65_536  # rows normalised/added at a time, so a 1M-row add never holds a second full copy
 _NLIST_MAX = 65_536
 _MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this; we size nlist so training never goes under it
 _TRAIN_POINTS_PER_CENTROID = 64
+_DEAD_MAX = 256  # flat: tombstoned rows tolerated before compaction (searches over-fetch by their number)
 
 
 def ivf_nlist(n: int) -> int:
@@ -105,6 +115,27 @@ def _faiss_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(before)
+
+
+_BLAS_FROM = 4  # queries per search from which exact search goes through BLAS (measured, see _blas_for)
+
+
+@contextlib.contextmanager
+def _blas_for(nq: int) -> Iterator[None]:
+    """Exact search of a batch as one BLAS GEMM. faiss 1.15's default (distance_compute_blas_threshold 128000)
+    keeps batches of up to ~1000 queries on its one-query-at-a-time kernel: a chunk of 128 faces against 100k
+    persons then cost 1.8-2.0 ms of CPU per face, against 0.28 ms through BLAS (4 queries: 0.98 vs 1.8 ms;
+    1 query: 3.8 vs 1.9 ms, so single queries keep the default). The setting is process-wide: a concurrent
+    search may take the other kernel meanwhile, which changes its speed, never its answer."""
+    if nq < _BLAS_FROM:
+        yield
+        return
+    before = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 1
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
 
 
 def _as_matrix(x: np.ndarray, dim: int, what: str) -> np.ndarray:
@@ -151,11 +182,37 @@ class PersonIndex:
         self._index = self._new_flat() if self.kind == "flat" else None  # IVF: created on first add (training)
         self._slot: dict[str, int] = {}  # person id -> int64 FAISS id
         self._names = np.empty(0, dtype=object)  # FAISS id -> person id (None once removed)
-        self._next = 0  # FAISS ids are never reused, so a stale FAISS id can never name another person
+        self._next = 0  # IVF: FAISS ids are never reused; flat: the number of rows (live and tombstoned)
+        self._dead = 0  # flat: tombstoned rows
+        self._view: tuple | None = None  # flat: (index, its rows as numpy) while they have not moved
+        self._coarse: faiss.Index | None = None  # flat: PQ fast-scan codes of the rows (use_candidates)
+        self.k_factor = 0
 
     # ----------------------------------------------------------------- construction
     def _new_flat(self) -> faiss.Index:
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        return faiss.IndexFlatIP(self.dim)
+
+    def _rows(self) -> np.ndarray:
+        """Flat: the index's own vectors as a writable (rows, dim) view, remade after adds (which may move them)."""
+        n = self._index.ntotal
+        view = self._view
+        if view is None or view[0] is not self._index or len(view[1]) != n:
+            rows = faiss.rev_swig_ptr(self._index.get_xb(), n * self.dim).reshape(n, self.dim) if n else None
+            self._view = view = (self._index, rows if n else np.zeros((0, self.dim), np.float32))
+        return view[1]
+
+    def set_row(self, person_id: str, vector: np.ndarray) -> None:
+        """Flat: the new vector of one indexed person (a template that moved), written in place, kept as given."""
+        v = np.asarray(vector, np.float32)
+        if v.shape != (self.dim,) or not np.isfinite(v).all():
+            raise ValueError(f"expected a finite vector of {self.dim} values")
+        self._rows()[self._slot[person_id]] = v
+
+    def vectors(self, person_ids: Sequence[str]) -> np.ndarray:
+        """Flat: the indexed vectors of these persons (a copy), as searches score them."""
+        if self.kind != "flat":
+            raise ValueError("vectors() needs a flat index")
+        return self._rows()[np.array([self._slot[p] for p in person_ids], np.int64)].copy()
 
     def _new_ivf(self, sample: np.ndarray, n: int) -> faiss.Index:
         nlist = ivf_nlist(n)
@@ -244,19 +301,37 @@ class PersonIndex:
             raise ValueError(f"{len(ids)} person ids but {emb.shape[0]} embeddings")
         if len(set(ids)) != len(ids):
             raise ValueError("duplicate person ids in one add")
+        rows = _normalised if normalise else _checked
+        if self.kind == "flat" and all(p in self._slot for p in ids) and len(ids) <= _ADD_CHUNK:
+            # Persons moved (a writer's template updates, face after face): rewrite their rows in place.
+            self._rows()[np.array([self._slot[p] for p in ids], np.int64)] = rows(emb)
+            if version is not None:
+                self.version = int(version)
+            return
         for s in range(0, len(ids), _ADD_CHUNK):  # refuse bad rows before changing anything
             _normalised(emb[s : s + _ADD_CHUNK])
         with _faiss_threads(self.threads):
             replaced = [p for p in ids if p in self._slot]
-            if replaced:
+            if replaced and self.kind == "flat":  # rewrite their rows in place
+                pos = {p: i for i, p in enumerate(ids)}
+                at = [pos[p] for p in replaced]
+                self._rows()[np.array([self._slot[p] for p in replaced], np.int64)] = rows(emb[at])
+                new = [i for i, p in enumerate(ids) if p not in self._slot]
+                ids, emb = [ids[i] for i in new], emb[new]
+            elif replaced:
                 self._remove(replaced)
             if ids:
                 if self._index is None:  # IVF, first data: train on a sample of it
                     self._index = self._train_ivf(emb)
                 keys = np.arange(self._next, self._next + len(ids), dtype=np.int64)
-                rows = _normalised if normalise else _checked
                 for s in range(0, len(ids), _ADD_CHUNK):
-                    self._index.add_with_ids(rows(emb[s : s + _ADD_CHUNK]), keys[s : s + _ADD_CHUNK])
+                    if self.kind == "flat":  # ids are rows: appended in order
+                        block = rows(emb[s : s + _ADD_CHUNK])
+                        self._index.add(block)
+                        if self._coarse is not None:
+                            self._coarse.add(block)
+                    else:
+                        self._index.add_with_ids(rows(emb[s : s + _ADD_CHUNK]), keys[s : s + _ADD_CHUNK])
                 self._grow_names(self._next + len(ids))
                 self._names[self._next : self._next + len(ids)] = ids
                 self._slot.update(zip(ids, keys.tolist(), strict=True))
@@ -285,11 +360,60 @@ class PersonIndex:
 
     def _remove(self, ids: list[str]) -> None:
         keys = np.array([self._slot.pop(p) for p in dict.fromkeys(ids) if p in self._slot], dtype=np.int64)
-        if len(keys):
+        if len(keys) and self.kind == "flat":
+            self._rows()[keys] = 0.0  # a tombstone: scores 0 for every query, skipped by search
+            self._names[keys] = None
+            self._dead += len(keys)
+            if self._dead > _DEAD_MAX:
+                self._compact()
+        elif len(keys):
             removed = self._index.remove_ids(faiss.IDSelectorBatch(keys))
             if removed != len(keys):  # cannot happen unless the id maps diverged; fail loudly, caller rebuilds
                 raise RuntimeError(f"FAISS removed {removed} vectors for {len(keys)} person ids")
             self._names[keys] = None
+
+    def _compact(self) -> None:
+        """Flat: drop tombstoned rows; live persons keep their order, their rows (FAISS ids) are renumbered."""
+        live = np.fromiter(self._slot.values(), dtype=np.int64, count=len(self._slot))
+        live.sort()
+        index = self._new_flat()
+        rows = self._rows()
+        for s in range(0, len(live), _ADD_CHUNK):
+            index.add(np.ascontiguousarray(rows[live[s : s + _ADD_CHUNK]]))
+        names = self._names[live]
+        self._index = index
+        self._names = np.empty(0, dtype=object)
+        self._grow_names(len(live))
+        self._names[: len(live)] = names
+        self._slot = dict(zip(names.tolist(), range(len(live)), strict=True))
+        self._next, self._dead = len(live), 0
+        if self._coarse is not None:  # its ids are rows too: re-encode the kept rows with the same codebooks
+            self._coarse.reset()
+            self._coarse.add(self._rows())
+
+    def use_candidates(self, k_factor: int = 8, *, train_max: int = 100_000) -> None:
+        """Flat: answer batches approximately, as a PQ fast scan's ``k * k_factor`` candidates re-ranked
+        exactly against the rows (``bench/search_scale.py --extra``: PQ64x4fs with k_factor 8 finds the exact
+        top-1 for 0.990 of queries at 1M persons, 0.999 at 200k, at 11x / 6x the batched exact rate).
+
+        The codes are those of the rows when encoded: a row moved in place keeps its old code for picking
+        candidates and is re-ranked with its new value; added rows are encoded as they come. Single queries
+        stay exact.
+        """
+        if self.kind != "flat":
+            raise ValueError("use_candidates() needs a flat index")
+        rows = self._rows()
+        pick = np.random.default_rng(0).choice(len(rows), min(len(rows), train_max), replace=False)
+        coarse = faiss.IndexPQFastScan(self.dim, self.dim // 2, 4, faiss.METRIC_INNER_PRODUCT)
+        with _faiss_threads(self.threads):
+            coarse.train(np.ascontiguousarray(rows[np.sort(pick)]))
+            coarse.add(rows)
+        self._coarse, self.k_factor = coarse, int(k_factor)
+
+    @property
+    def approximate(self) -> bool:
+        """Whether batched searches are approximate (use_candidates)."""
+        return self._coarse is not None
 
     # ----------------------------------------------------------------- search
     def search(
@@ -305,22 +429,45 @@ class PersonIndex:
         if k <= 0 or nq == 0 or len(self) == 0:
             return [[] for _ in range(nq)]
         excluded = {self._slot[p] for p in exclude if p in self._slot}
-        kk = min(len(self), k + len(excluded))  # over-fetch by the excluded ones that could take a place
-        with _faiss_threads(self.threads):
-            sims, keys = self._index.search(_normalised(q), kk)
-        names = self._names[np.maximum(keys, 0)]
-        np.clip(sims, -1.0, 1.0, out=sims)
+        sims, keys, names = self.search_raw(q, k + len(excluded))  # over-fetch by the excluded ones
         out: list[list[tuple[str, float]]] = []
         for row_k, row_s, row_n in zip(keys.tolist(), sims.tolist(), names.tolist(), strict=True):
             hits: list[tuple[str, float]] = []
             for key, sim, name in zip(row_k, row_s, row_n, strict=True):
-                if key < 0 or key in excluded:  # -1: IVF probed fewer than kk vectors
+                if name is None or key in excluded:  # -1: IVF probed fewer; None: a tombstone
                     continue
                 hits.append((name, sim))
                 if len(hits) == k:
                     break
             out.append(hits)
         return out
+
+    def search_raw(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per query the ``k`` best (plus tombstones) as (similarities, FAISS ids, person ids or None), best
+        first: the batched form a writer resolves a chunk of faces with."""
+        q = _as_matrix(queries, self.dim, "queries")
+        kk = min(len(self) + self._dead, k + self._dead)
+        if kk <= 0 or not len(q):
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64), np.empty((len(q), 0), object)
+        if self._coarse is not None and len(q) >= _BLAS_FROM:
+            sims, keys = self._candidates(_normalised(q), kk)
+        else:
+            with _faiss_threads(self.threads), _blas_for(len(q)):
+                sims, keys = self._index.search(_normalised(q), kk)
+        np.clip(sims, -1.0, 1.0, out=sims)
+        names = self._names[np.maximum(keys, 0)]
+        names[keys < 0] = None
+        return sims, keys, names
+
+    def _candidates(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best of each query among its PQ candidates, scored exactly against the rows."""
+        with _faiss_threads(self.threads):
+            _, cand = self._coarse.search(q, min(self._coarse.ntotal, k * self.k_factor))
+        rows = self._rows()
+        sims = np.einsum("qcd,qd->qc", rows[np.maximum(cand, 0)], q)
+        sims[cand < 0] = -np.inf
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(sims, top, 1), np.take_along_axis(cand, top, 1)
 
     # ----------------------------------------------------------------- persistence
     def _meta(self) -> dict:
@@ -338,6 +485,8 @@ class PersonIndex:
         }
 
     def _write(self, f) -> None:
+        if self._dead:
+            self._compact()
         keys = np.fromiter(self._slot.values(), dtype=np.int64, count=len(self._slot))
         ids = np.array([p.encode("utf-8") for p in self._slot], dtype=np.bytes_) if self._slot else np.zeros(0, "S1")
         blob = faiss.serialize_index(self._index) if self._index is not None else np.zeros(0, np.uint8)
@@ -409,8 +558,8 @@ class PersonIndex:
                     if not isinstance(index, faiss.IndexIVF):
                         raise ValueError(f"expected an IVF index, found {type(index).__name__}")
                     index.nprobe = int(meta["nprobe"])
-                elif not isinstance(index, faiss.IndexIDMap2):
-                    raise ValueError(f"expected a flat IndexIDMap2, found {type(index).__name__}")
+                elif not isinstance(index, faiss.IndexFlatIP) or sorted(keys.tolist()) != list(range(len(keys))):
+                    raise ValueError(f"expected a compact flat IndexFlatIP, found {type(index).__name__}")
                 self._index = index
             elif len(keys) or self.kind == "flat":
                 raise ValueError("FAISS index missing")

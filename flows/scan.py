@@ -30,6 +30,7 @@ from enface_batch.ops.catalog import list_sources
 from enface_batch.scan import (
     CHUNK_IMAGES,
     COMMIT_IMAGES,
+    COMMIT_SHARE,
     ScanWriter,
     StorageFailure,
     Summary,
@@ -95,14 +96,14 @@ def _source_ids(lake: Lake, sources: list[str] | None) -> list[dict]:
 def summary_markdown(summaries: list[Summary]) -> str:
     head = (
         "| source | files | unchanged | duplicates | analysed | failed | refused | storage errors | no faces | faces "
-        "| persons created | faces matched | seconds | images/s |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| persons created | faces matched | seconds | images/s | writer busy |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = "".join(
         f"| {s.source_id[:8]} | {s.files_seen} | {s.files_unchanged} | {s.duplicates} | {s.images_new} | "
         f"{s.images_failed} | {s.files_refused} | {s.storage_errors} | {s.images_no_faces} | {s.faces} | "
         f"{s.persons_created} | {s.faces_matched} | "
-        f"{s.seconds} | {s.as_dict()['images_per_second'] or '-'} |\n"
+        f"{s.seconds} | {s.as_dict()['images_per_second'] or '-'} | {s.as_dict()['writer_busy'] or '-'} |\n"
         for s in summaries
     )
     return "# Scan summary\n\n" + head + rows
@@ -157,7 +158,7 @@ def _scan(sources: list[str] | None, lk: Lake, chunk_size: int, workers: int | N
     summaries = []
     for source in _source_ids(lk, sources):
         p = plan(lk, source["source_id"])
-        writer = ScanWriter(lk, writer_analyzer, p, commit_images=commit_images)
+        writer = ScanWriter(lk, writer_analyzer, p, commit_images=commit_images, commit_share=COMMIT_SHARE)
         recovered = writer.recover()
         if recovered:
             log.warning(f"source {source['name']}: removed rows of an interrupted run {recovered}; redoing them")

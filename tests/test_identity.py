@@ -18,7 +18,7 @@ from enface_batch.lake.reader import LakeReader
 from enface_batch.lake.schemas import TABLES
 from enface_batch.lake.store import Lake
 from enface_batch.ops import browse
-from enface_batch.ops.quality import outside_fraction
+from enface_batch.ops.quality import _GRID, outside_fraction, outside_fractions
 
 EX = "fixtures/face_recognition_examples/examples"
 OBAMA = ["obama.jpg", "obama2.jpg", "obama-480p.jpg", "obama-720p.jpg", "two_people.jpg"]
@@ -183,6 +183,33 @@ def test_quality_outside_fraction():
     assert outside_fraction(inside, 112, 112) == pytest.approx(0.0, abs=0.02)
     shifted = [[x - 56, y] for x, y in inside]  # the face's left half is beyond the left border
     assert 0.4 < outside_fraction(shifted, 112, 112) < 0.6
+
+
+def test_quality_of_a_chunk_at_once_equals_face_by_face_through_the_aligner():
+    """The writer checks a chunk's faces in one call: the same fractions as inverting the aligner's own
+    (SVD) similarity transform face by face, on faces of every size, angle and place, borders included."""
+    import numpy as np
+
+    from enface_batch.models.align import ARCFACE_112, similarity_transform
+
+    def by_aligner(marks, width, height):
+        m = similarity_transform(np.asarray(marks, np.float64), ARCFACE_112)
+        pts = (_GRID - m[:, 2]) @ np.linalg.inv(m[:, :2]).T
+        inside = (pts[:, 0] >= 0) & (pts[:, 0] <= width) & (pts[:, 1] >= 0) & (pts[:, 1] <= height)
+        return float(1.0 - inside.mean())
+
+    rng = np.random.default_rng(0)
+    marks, sizes = [], []
+    for _ in range(500):
+        scale, angle = rng.uniform(5, 200), rng.normal(0, 0.5)
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        pts = (ARCFACE_112 - 56) / 112 * scale @ rot.T + rng.uniform(-50, 700, 2)
+        marks.append(pts + rng.normal(0, scale * 0.03, (5, 2)))
+        sizes.append(rng.integers(100, 800, 2))
+    got = outside_fractions(np.array(marks), np.array(sizes))
+    want = [by_aligner(m, w, h) for m, (w, h) in zip(marks, sizes, strict=True)]
+    assert 0.2 < np.mean(np.array(want) > 0) < 1  # faces inside and faces cut by a border
+    np.testing.assert_allclose(got, want, atol=1e-12)
 
 
 def test_a_schema_1_lake_upgrades_in_place(built, tmp_path):

@@ -259,3 +259,52 @@ def test_the_writer_searches_with_one_openmp_thread_however_its_index_was_made(t
     searcher.committed(lake.version("persons"))  # saved beside the tables
     reopened = Searcher(lake, 4)
     assert reopened.index(DEFAULT_LIST_ID).threads == SEARCH_THREADS  # loaded from the saved file
+
+
+def test_flat_moves_in_place_and_compacts_removed_rows_keeping_exact_answers(monkeypatch, tmp_path):
+    # A writer moves a template per matched face and may delete persons: rows are rewritten in place,
+    # removed ones tombstoned and compacted later; answers stay those of a fresh index of the survivors.
+    monkeypatch.setattr(index_mod, "_DEAD_MAX", 20)
+    ids, emb = uuids(300), rand_unit(300, 2)
+    ix = PersonIndex.build(ids, emb, version=1, kind="flat")
+    moved = rand_unit(50, 3)
+    ix.add(ids[:50], moved)  # known persons: rows rewritten, none appended
+    assert ix._index.ntotal == 300
+    emb[:50] = moved
+    gone = set(ids[100:130])
+    ix.remove(sorted(gone)[:15])
+    assert ix._index.ntotal == 300  # tombstones only
+    ix.remove(sorted(gone)[15:])  # past _DEAD_MAX: compacted
+    assert ix._index.ntotal == 270
+    keep = [i for i, p in enumerate(ids) if p not in gone]
+    q = rand_unit(40, 4)
+    want = brute_force([ids[i] for i in keep], emb[keep], q, 5)
+    assert_same(ix.search(q, 5), want)  # a batch (BLAS)
+    assert_same([ix.search(q[i], 5)[0] for i in range(3)], want[:3])  # one query at a time
+    ix.remove([ids[0]])  # a tombstone again, then saved: a compact file
+    ix.save(str(tmp_path / "ix.faiss"))
+    back = PersonIndex.load(str(tmp_path / "ix.faiss"))
+    assert len(back) == 269 and ids[0] not in back
+    assert_same(back.search(q, 5), brute_force([ids[i] for i in keep[1:]], emb[keep[1:]], q, 5))
+
+
+def test_candidates_answer_batches_approximately_and_follow_adds_moves_and_removals(monkeypatch):
+    # Large lists give the writer PQ fast-scan candidates re-ranked against the rows: near-exact top-1 for
+    # batches, exact for single queries, and in step with persons added, moved and removed meanwhile.
+    monkeypatch.setattr(index_mod, "_DEAD_MAX", 10)
+    ids, emb = uuids(3000, 5), rand_unit(3000, 6, dim=64)
+    ix = PersonIndex.build(ids, emb, version=1, kind="flat")
+    ix.use_candidates()
+    assert ix.approximate
+    new_ids, new = uuids(100, 7), rand_unit(100, 8, dim=64)
+    ix.add(new_ids, new)
+    ix.add(ids[:100], rand_unit(100, 9, dim=64))  # moved in place
+    ix.remove(ids[200:220])  # past _DEAD_MAX: compacted, codes re-made
+    all_ids = [p for p in ids + new_ids if p in ix]
+    rows = ix.vectors(all_ids)
+    q = unit(rows[::30] + 0.3 * rand_unit(len(rows[::30]), 10, dim=64))  # noisy copies of indexed persons
+    want = brute_force(all_ids, rows, q, 1)
+    got = ix.search(q, 1)
+    assert np.mean([g[0][0] == w[0][0] for g, w in zip(got, want, strict=True)]) >= 0.97
+    assert_same([ix.search(q[i], 1)[0] for i in range(5)], want[:5])  # one query: exact
+    assert not set(ids[200:220]) & {g[0][0] for g in got}

@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from ..analyze import Analyzer, Face, ImageResult
 from ..imaging import jpeg_bytes
 from ..lake.protocols import ReadLake
@@ -25,7 +27,7 @@ from .catalog import get_group, get_source, require_lists
 from .errors import BadRequest
 from .identity import face_id, face_row
 from .quality import FaceQuality
-from .search import PersonSearch, Searcher
+from .search import CHUNK_DEPTH, PersonSearch, Searcher
 from .shapes import error_image, face_json, spent
 
 
@@ -110,6 +112,11 @@ def resolve_rules(
     )
 
 
+def thumb_jpeg(face: Face) -> bytes:
+    """The JPEG of a face's aligned crop: encoded by the worker that analysed it, else here."""
+    return face.thumb_jpeg if face.thumb_jpeg is not None else jpeg_bytes(face.thumb)
+
+
 def person_row(
     face: Face,
     res: ImageResult,
@@ -137,10 +144,10 @@ def person_row(
         "yaw": face.yaw,
         "square": face.square,
         "bbox": face.bbox,
-        "embedding": face.embedding.tolist(),
+        "embedding": np.asarray(face.embedding, np.float32),
         # drop_image: only the unpersonalised embedding is kept, as the seed says.
         "image": None if drop_image else face.crop,
-        "thumb": None if drop_image else jpeg_bytes(face.thumb),
+        "thumb": None if drop_image else thumb_jpeg(face),
         "image_uri": None if drop_image else res.uri,
         "image_sha256": res.sha256,
         "face_index": face.index,
@@ -190,75 +197,134 @@ class ActionEngine:
         run_id: str | None = None,
     ) -> list[dict]:
         """Search, assign and enrol every face of one analysed image; returns one outcome per face."""
-        created_here: set[str] = set()
-        taken: set[str] = set()  # persons given to a face of this photo: another face of it is someone else
+        return self.process_chunk([res], rules, results=results, drop_image=drop_image, run_id=run_id, batched=False)[0]
+
+    def process_chunk(
+        self,
+        images: list[ImageResult],
+        rules: Rules,
+        *,
+        results: int = 1,
+        drop_image: bool = False,
+        run_id: str | None = None,
+        batched: bool = True,
+    ) -> list[list[dict]]:
+        """Search, assign and enrol every face of these images, in order; per image, one outcome per face.
+
+        batched: one FAISS search per list for all the faces (ChunkSearch), with the same answers as
+        searching face after face: a person created or moved by a face is seen at once by the next ones.
+        """
         assign_at = rules.threshold_score if rules.threshold_score is not None else self.calibration.no_match
         lists = list(rules.person_list_search)
         if rules.threshold_score is not None:
             lists += [x for x in rules.person_list_add if x not in lists]
-        outcomes = []
-        for face in res.faces:
-            t0 = time.perf_counter()
-            action_id = str(uuid.uuid4())
-            q = face.embedding[None, :]
-            matches = self._matches(self.searcher.search(rules.person_list_search, q, results, exclude=created_here)[0])
-            created: list[dict] = []
-            decision = self._decision(face, rules, res, self.quality)
-            stage = functools.partial(
-                self._stage_face, face, res, rules=rules, drop_image=drop_image, run_id=run_id, action_id=action_id
-            )
-            for list_id in lists if (self.assign or decision == "create") else []:
-                if self.assign and face_id(list_id, res.sha256, face.index) in self._known_faces():
-                    continue  # this face already has its person in the list
-                best = self.searcher.search([list_id], q, 1, exclude=taken)[0]
-                score = float(self.calibration.score(best[0][2])) if best else None
-                if best and score >= assign_at:
-                    if self.assign:
-                        stage(list_id, best[0][0], "matched", score=score)
-                        self.searcher.assigned(list_id, best[0][0], face.embedding)
-                        taken.add(best[0][0])
-                elif decision == "create" and list_id in rules.person_list_add:
-                    row = person_row(
+        faces = [(res, face) for res in images for face in res.faces]
+        if not faces:
+            return [[] for _ in images]
+        decisions = self._decisions(faces, rules)
+        rules_json = rules.to_json()
+        chunk = None
+        if batched and isinstance(self.searcher, Searcher):
+            chunk = self.searcher.chunk(lists, np.stack([f.embedding for _, f in faces]), results + CHUNK_DEPTH)
+
+        def search(list_ids: list[str], n: int, q: np.ndarray, k: int, exclude: set[str]) -> list:
+            if chunk is not None:
+                return chunk.search(list_ids, n, k, exclude=exclude)
+            return self.searcher.search(list_ids, q, k, exclude=exclude)[0]
+
+        out: list[list[dict]] = []
+        n = 0
+        try:
+            for res in images:
+                created_here: set[str] = set()
+                taken: set[str] = set()  # persons given to a face of this photo: another face of it is someone else
+                outcomes = []
+                t = now()
+                for face in res.faces:
+                    t0 = time.perf_counter()
+                    action_id = str(uuid.uuid4())
+                    q = face.embedding[None, :]
+                    matches = self._matches(search(rules.person_list_search, n, q, results, created_here))
+                    created: list[dict] = []
+                    decision = decisions[n]
+                    stage = functools.partial(
+                        self._stage_face,
                         face,
                         res,
-                        list_id=list_id,
-                        source_id=rules.source_id,
-                        group_id=rules.group_id,
+                        rules=rules,
                         drop_image=drop_image,
-                        model=self.model,
+                        run_id=run_id,
                         action_id=action_id,
                     )
-                    self.persons.append(row)
-                    stage(list_id, row["person_id"], "created", thumb=row["thumb"])
-                    self.searcher.added(list_id, [row["person_id"]], q)
-                    created_here.add(row["person_id"])
-                    taken.add(row["person_id"])
-                    created.append({"person_id": row["person_id"], "list_id": list_id})
-            if decision == "create":
-                decision = "created" if created else "matched"
-            spent = (time.perf_counter() - t0) * 1000
-            self.actions.append(
-                {
-                    "action_id": action_id,
-                    "run_id": run_id,
-                    "created": now(),
-                    "source_id": rules.source_id,
-                    "group_id": rules.group_id,
-                    "image_sha256": res.sha256,
-                    "image_uri": None if drop_image else res.uri,
-                    "face_index": face.index,
-                    "bbox": face.bbox,
-                    "square": face.square,
-                    "yaw": face.yaw,
-                    "matches": matches,
-                    "persons_created": [c["person_id"] for c in created],
-                    "decision": decision,
-                    "rules": rules.to_json(),
-                    "spent_ms": spent,
-                }
+                    for list_id in lists if (self.assign or decision == "create") else []:
+                        if self.assign and face_id(list_id, res.sha256, face.index) in self._known_faces():
+                            continue  # this face already has its person in the list
+                        best = search([list_id], n, q, 1, taken)
+                        score = float(self.calibration.score(best[0][2])) if best else None
+                        if best and score >= assign_at:
+                            if self.assign:
+                                stage(list_id, best[0][0], "matched", score=score)
+                                self.searcher.assigned(list_id, best[0][0], face.embedding)
+                                taken.add(best[0][0])
+                        elif decision == "create" and list_id in rules.person_list_add:
+                            row = person_row(
+                                face,
+                                res,
+                                list_id=list_id,
+                                source_id=rules.source_id,
+                                group_id=rules.group_id,
+                                drop_image=drop_image,
+                                model=self.model,
+                                action_id=action_id,
+                            )
+                            self.persons.append(row)
+                            stage(list_id, row["person_id"], "created", thumb=row["thumb"])
+                            self.searcher.added(list_id, [row["person_id"]], q)
+                            created_here.add(row["person_id"])
+                            taken.add(row["person_id"])
+                            created.append({"person_id": row["person_id"], "list_id": list_id})
+                    if decision == "create":
+                        decision = "created" if created else "matched"
+                    self.actions.append(
+                        {
+                            "action_id": action_id,
+                            "run_id": run_id,
+                            "created": t,
+                            "source_id": rules.source_id,
+                            "group_id": rules.group_id,
+                            "image_sha256": res.sha256,
+                            "image_uri": None if drop_image else res.uri,
+                            "face_index": face.index,
+                            "bbox": face.bbox,
+                            "square": face.square,
+                            "yaw": face.yaw,
+                            "matches": matches,
+                            "persons_created": [c["person_id"] for c in created],
+                            "decision": decision,
+                            "rules": rules_json,
+                            "spent_ms": (time.perf_counter() - t0) * 1000,
+                        }
+                    )
+                    outcomes.append({"matches": matches, "persons_created": created, "decision": decision})
+                    n += 1
+                out.append(outcomes)
+        finally:
+            if chunk is not None:
+                self.searcher.end_chunk()
+        return out
+
+    def _decisions(self, faces: list[tuple[ImageResult, Face]], rules: Rules) -> list[str]:
+        """The enrolment decision of each face; the quality check runs on all of them at once."""
+        decisions = [self._decision(f, rules) for _, f in faces]
+        ask = [i for i, d in enumerate(decisions) if d == "create"]
+        if ask:
+            ok = self.quality.usable_many(
+                [faces[i][1] for i in ask], [(faces[i][0].width, faces[i][0].height) for i in ask]
             )
-            outcomes.append({"matches": matches, "persons_created": created, "decision": decision})
-        return outcomes
+            for i, good in zip(ask, ok, strict=True):
+                if not good:
+                    decisions[i] = "low_quality"
+        return decisions
 
     def _stage_face(
         self,
@@ -277,7 +343,7 @@ class ActionEngine:
     ) -> None:
         """A person_faces row for this face, staged with the rest of the chunk."""
         if thumb is None and not drop_image:
-            thumb = jpeg_bytes(face.thumb)
+            thumb = thumb_jpeg(face)
         row = face_row(
             person_id=person_id,
             list_id=list_id,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..analyze import Face
-from ..models.align import ARCFACE_112, similarity_transform
+from ..models.align import ARCFACE_112
 from ..settings import get_settings
 
 _CENTRES = (np.arange(12) + 0.5) * (112 / 12)  # a 12x12 grid of cell centres over the crop
@@ -28,13 +28,28 @@ _GRID = np.stack(np.meshgrid(_CENTRES, _CENTRES), -1).reshape(-1, 2)
 
 def outside_fraction(landmarks: list[list[float]], width: int, height: int) -> float:
     """Share of the aligned 112x112 crop that falls outside a width x height photo (0 = all inside)."""
-    if not width or not height:
-        return 0.0
-    m = similarity_transform(np.asarray(landmarks, np.float64), ARCFACE_112)  # image -> crop
-    a, t = m[:, :2], m[:, 2]
-    pts = (_GRID - t) @ np.linalg.inv(a).T  # crop -> image
-    inside = (pts[:, 0] >= 0) & (pts[:, 0] <= width) & (pts[:, 1] >= 0) & (pts[:, 1] <= height)
-    return float(1.0 - inside.mean())
+    return float(outside_fractions(np.asarray([landmarks], np.float64), np.array([[width, height]]))[0])
+
+
+def outside_fractions(landmarks: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """outside_fraction of many faces at once: landmarks (n, 5, 2), sizes (n, 2) as (width, height).
+
+    The crop -> image map is the inverse of the aligner's similarity transform (models/align.py). In 2-D that
+    least-squares rotation-and-scale (Umeyama's) is the complex ratio z = sum(conj(s) d) / sum(|s|^2) of the
+    centred points, so it is computed here for all faces at once, without a per-face SVD.
+    """
+    src = landmarks[..., 0] + 1j * landmarks[..., 1]  # image points
+    dst = (ARCFACE_112[:, 0] + 1j * ARCFACE_112[:, 1]).astype(np.complex128)  # crop points
+    mu_s, mu_d = src.mean(1, keepdims=True), dst.mean()
+    s0, d0 = src - mu_s, dst - mu_d
+    z = (np.conj(s0) * d0).sum(1, keepdims=True) / (np.abs(s0) ** 2).sum(1, keepdims=True)  # image -> crop
+    grid = _GRID[:, 0] + 1j * _GRID[:, 1]
+    pts = (grid[None, :] - mu_d) / z + mu_s  # crop -> image
+    w, h = sizes[:, :1].astype(np.float64), sizes[:, 1:].astype(np.float64)
+    inside = (pts.real >= 0) & (pts.real <= w) & (pts.imag >= 0) & (pts.imag <= h)
+    out = 1.0 - inside.mean(1)
+    out[(w[:, 0] <= 0) | (h[:, 0] <= 0)] = 0.0
+    return out
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,14 @@ class FaceQuality:
     def from_settings(cls) -> FaceQuality:
         s = get_settings()
         return cls(s.enrol_min_det_score, s.enrol_max_outside)
+
+    def usable_many(self, faces: list[Face], sizes: list[tuple[int, int]]) -> list[bool]:
+        """usable() of many faces (of any photos): one vectorised outside check for all."""
+        ok = np.array([f.det_score >= self.min_det_score for f in faces], bool)
+        if self.max_outside < 1 and ok.any():
+            marks = np.asarray([f.landmarks for f in faces], np.float64).reshape(len(faces), 5, 2)
+            ok &= outside_fractions(marks, np.asarray(sizes, np.float64).reshape(-1, 2)) <= self.max_outside
+        return ok.tolist()
 
     def usable(self, face: Face, width: int, height: int) -> bool:
         if face.det_score < self.min_det_score:

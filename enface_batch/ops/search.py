@@ -32,6 +32,9 @@ class PersonSearch(Protocol):
 # team for a single query then cost 7 ms per search in a scan's cProfile, against 0.03 ms alone.
 SEARCH_THREADS = 1
 
+CHUNK_DEPTH = 8
+"""Candidates per face and list a chunk search keeps beyond the k asked for (room for the photo's exclusions)."""
+
 
 def build_index(lake: ReadLake, list_id: str, dim: int, version: int | None = None) -> PersonIndex:
     """A list's index of person templates from the tables (person_faces as of `version`)."""
@@ -41,9 +44,13 @@ def build_index(lake: ReadLake, list_id: str, dim: int, version: int | None = No
 class Searcher:
     """The writer's person search: templates per list, updated in memory as faces are assigned."""
 
-    def __init__(self, lake: Lake, dim: int) -> None:
-        self.lake, self.dim = lake, dim
+    def __init__(self, lake: Lake, dim: int, *, kind: str = "auto", candidates_from: int | None = None) -> None:
+        self.lake, self.dim, self.kind = lake, dim, kind
+        # Lists of at least this many persons answer batches approximately (PersonIndex.use_candidates).
+        self.candidates_from = candidates_from
         self._lists: dict[str, Templates] = {}
+        self._chunk: ChunkSearch | None = None
+        self.fallbacks = 0  # faces of chunk searches that had to be searched alone (ChunkSearch)
         self._dirty: set[str] = set()
         # Lists checked against the tables since the last refresh(); a writer that owns the lake need not
         # reopen the Delta log for every face it searches.
@@ -59,7 +66,9 @@ class Searcher:
             return st
         version = self.lake.version("person_faces")
         if st is None or st.index.version != version:
-            st = Templates(self.lake, list_id, self.dim, version=version, threads=SEARCH_THREADS)
+            st = Templates(self.lake, list_id, self.dim, version=version, threads=SEARCH_THREADS, kind=self.kind)
+            if self.candidates_from is not None and st.index.kind == "flat" and len(st.index) >= self.candidates_from:
+                st.index.use_candidates()
             self._lists[list_id] = st
         self._fresh.add(list_id)
         return st
@@ -73,10 +82,25 @@ class Searcher:
         """Per query, the k best (person_id, list_id, similarity) over all the lists, best first."""
         return merge_hits({lid: self.index(lid) for lid in dict.fromkeys(list_ids)}, queries, k, exclude=exclude)
 
+    def chunk(self, list_ids: Iterable[str], queries: np.ndarray, depth: int) -> ChunkSearch:
+        """Answer the searches of a chunk of faces with one batched search per list (see ChunkSearch)."""
+        self._chunk = ChunkSearch(self, list_ids, queries, depth)
+        return self._chunk
+
+    def end_chunk(self) -> None:
+        if self._chunk is not None:
+            self.fallbacks += self._chunk.fallbacks
+        self._chunk = None
+
+    def templates(self, list_id: str) -> Templates:
+        return self._state(list_id)
+
     def added(self, list_id: str, person_ids: list[str], embeddings: np.ndarray) -> None:
         """Persons created in this process (one face each), searchable before they are committed."""
         self._state(list_id).add_faces(person_ids, embeddings)
         self._dirty.add(list_id)
+        if self._chunk is not None:
+            self._chunk.touched(list_id, person_ids)
 
     def assigned(self, list_id: str, person_id: str, embedding: np.ndarray) -> None:
         """A face given to a person: its template moves toward the face at once."""
@@ -84,6 +108,8 @@ class Searcher:
         if person_id in st.counts:  # else deleted meanwhile: nothing to move
             st.add_faces([person_id], embedding)
             self._dirty.add(list_id)
+            if self._chunk is not None:
+                self._chunk.touched(list_id, [person_id])
 
     def removed(self, list_id: str, person_ids: list[str]) -> None:
         self._state(list_id).remove(person_ids)
@@ -94,6 +120,111 @@ class Searcher:
         for list_id in self._dirty:
             self._lists[list_id].index.version = version
         self._dirty.clear()
+
+
+class ChunkSearch:
+    """The searches of one chunk of faces, answered as the one-face-at-a-time Searcher would answer them.
+
+    One batched FAISS search per list at the start gives each face its ``k + depth`` best persons. Faces are
+    then resolved in order: a face's candidates are its start candidates whose templates have not changed
+    since, plus every person created or moved by an earlier face of the chunk, scored against their current
+    templates. A person outside both sets is unchanged and scored at most the face's last start candidate, so
+    when the k-th answer reaches that score the answer is exact; otherwise (many exclusions, a chunk that
+    moved most of a face's candidates) the face is searched alone against the live index (``fallbacks``).
+    Lists that answer batches approximately (``PersonIndex.use_candidates``) are not checked that way.
+    """
+
+    def __init__(self, searcher: Searcher, list_ids: Iterable[str], queries: np.ndarray, depth: int) -> None:
+        self.searcher = searcher
+        q = np.asarray(queries, np.float32)
+        self.queries = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        self.depth = depth
+        self._start: dict[str, tuple[np.ndarray, np.ndarray, bool]] = {}
+        # Per list, the persons created or moved during the chunk: their rows in a small matrix of their
+        # current index vectors, refreshed row by row as they move.
+        self._touched: dict[str, dict[str, int]] = {}
+        self._live_rows: dict[str, np.ndarray] = {}
+        self._stale: dict[str, set[str]] = {}
+        self._moves = 0  # templates moved so far: a face's ranking is reused until one moves
+        self._memo: tuple = (None, None)
+        self.fallbacks = 0
+        for lid in dict.fromkeys(list_ids):
+            idx = searcher.index(lid)
+            sims, _, names = idx.search_raw(self.queries, depth)
+            # complete: every person of the list is a candidate of every face, nothing can be missed; an
+            # approximate index is taken at its word (its recall is measured, not guaranteed).
+            complete = idx.approximate or (len(idx) <= depth and not (names == None).any())  # noqa: E711
+            self._start[lid] = (sims, names, complete)
+            self._touched[lid] = {}
+
+    def touched(self, list_id: str, person_ids: list[str]) -> None:
+        self._moves += 1
+        t = self._touched.setdefault(list_id, {})
+        for p in person_ids:
+            t.setdefault(p, len(t))
+        self._stale.setdefault(list_id, set()).update(person_ids)  # vectors read again at the next use
+
+    def _live(self, list_id: str) -> tuple[list[str], np.ndarray]:
+        t = self._touched.get(list_id, {})
+        if not t:
+            return [], np.zeros((0, self.queries.shape[1]), np.float32)
+        rows = self._live_rows.get(list_id)
+        if rows is None or len(rows) < len(t):
+            grown = np.zeros((max(64, 2 * len(t)), self.queries.shape[1]), np.float32)
+            if rows is not None:
+                grown[: len(rows)] = rows
+            self._live_rows[list_id] = rows = grown
+        stale = list(self._stale.pop(list_id, ()))
+        if stale:
+            rows[[t[p] for p in stale]] = self.searcher.templates(list_id).vectors(stale)
+        return list(t), rows[: len(t)]
+
+    def search(
+        self, list_ids: Iterable[str], face: int, k: int, *, exclude: Collection[str] = ()
+    ) -> list[tuple[str, str, float]]:
+        """The k best (person_id, list_id, similarity) of face number ``face`` over the lists, best first."""
+        merged = []
+        for lid in dict.fromkeys(list_ids):
+            merged.extend((p, lid, s) for p, s in self._list(lid, face, k, exclude))
+        return sorted(merged, key=lambda h: -h[2])[:k]
+
+    def _ranked(self, list_id: str, face: int) -> tuple[list[tuple[str, float]], float]:
+        """A face's candidates in a list, best first, and the score no other person of the list can beat.
+
+        Kept for the face's next search of the same list: a face searches a list for its matches and again
+        for its person, and only its own assignment, after both, moves a template.
+        """
+        if self._memo[0] == (list_id, face, self._moves):
+            return self._memo[1]
+        sims, names, complete = self._start[list_id]
+        moved, vecs = self._live(list_id)
+        touched = self._touched[list_id]
+        ranked = [
+            (p, x)
+            for p, x in zip(names[face].tolist(), sims[face].tolist(), strict=True)
+            if p is not None and p not in touched
+        ]
+        if moved:
+            live = (vecs @ self.queries[face]).clip(-1.0, 1.0).tolist()
+            ranked = sorted(ranked + list(zip(moved, live, strict=True)), key=lambda h: -h[1])
+        bound = -np.inf if complete or not sims.shape[1] else float(sims[face, -1])
+        self._memo = ((list_id, face, self._moves), (ranked, bound))
+        return ranked, bound
+
+    def _list(self, list_id: str, face: int, k: int, exclude: Collection[str]) -> list[tuple[str, float]]:
+        if list_id not in self._start:
+            return self.searcher.index(list_id).search(self.queries[face], k, exclude=exclude)[0]
+        ranked, bound = self._ranked(list_id, face)
+        hits = []
+        for h in ranked:
+            if h[0] not in exclude:
+                hits.append(h)
+                if len(hits) == k:
+                    break
+        if len(hits) == k and hits[-1][1] >= bound or bound == -np.inf:
+            return hits
+        self.fallbacks += 1
+        return self.searcher.index(list_id).search(self.queries[face], k, exclude=exclude)[0]
 
 
 def merge_hits(
