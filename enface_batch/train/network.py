@@ -6,8 +6,10 @@
                                                     # a few minutes
 
 The branch reads what the registry SFace trunk already computes for every face (its conv_14 map, 1024x7x7,
-plus its embedding and pooled conv_12/conv_13 maps) and Cydral age-v1's probabilities and pooled features, each
-averaged over the face and its mirror image (train/features.py caches them once per split). It is a learned
+plus its embedding and pooled conv_12/conv_13 maps), Cydral age-v1's probabilities and pooled features and
+Cydral gender-v1's probabilities, pooled map and hidden layer (its wider 32 px dlib chip; kept because it
+improved the holdout), each averaged over the face and its mirror image (train/features.py and
+train/gender_features.py cache them once per split). It is a learned
 per-channel 7x7 spatial pooling of conv_14 (a depthwise convolution, the "GDC" of MobileFaceNet) concatenated
 with the pooled blocks, one shared hidden layer, and three softmax outputs. So at run time the trunk runs once
 per face and the branch adds a few MFLOPs.
