@@ -31,6 +31,11 @@ def net_version() -> str | None:
     return None if data is None else f"fairface_net_{hashlib.sha256(data).hexdigest()[:10]}"
 
 
+def net_meta(data: bytes) -> dict:
+    """The training metadata stored in the network's ONNX file (blocks read, classes, thresholds, holdout)."""
+    return json.loads({p.key: p.value for p in onnx.load_from_string(data).metadata_props}["enface_meta"])
+
+
 class AttributeNet:
     """proba(feats) -> {"gender": [N, 2], "age": [N, 9], "race": [N, 7]} probabilities."""
 
@@ -38,8 +43,7 @@ class AttributeNet:
         data = Path(path).read_bytes() if path else shipped_net()
         if data is None:
             raise FileNotFoundError(f"no {NET_FILE} in enface_batch/data: run python -m enface_batch.train.network")
-        meta = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
-        self.meta = json.loads(meta["enface_meta"])
+        self.meta = net_meta(data)
         self.vec_blocks: list[str] = self.meta["vec_blocks"]
         self.blocks = ("s14", *self.vec_blocks)
         self.race_min_score = float(self.meta["race_min_score"])

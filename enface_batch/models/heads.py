@@ -25,7 +25,7 @@ import onnx
 from onnx import helper
 
 from .align import arcface_crop, chip_crop
-from .attribute_net import AttributeNet, net_version, shipped_net
+from .attribute_net import AttributeNet, net_meta, net_version, shipped_net
 from .attributes import AGE_BINS, AGE_EDGES, RACES, Attributes, softmax
 from .session import Model
 
@@ -47,11 +47,14 @@ class FaceFeatures:
     "emb" (SFace embedding), "c14" / "m13" / "m12" (SFace's last three feature maps, average-pooled), "agep" and
     "agef" (Cydral age probabilities and pooled features), and "s14" (SFace's conv_14 map itself, [N, 1024, 7, 7],
     the mirror's map flipped back before averaging: what the attribute network reads). Only the blocks asked for
-    are computed."""
+    are computed. "genp" / "genf" / "genh": Cydral gender-v1's probabilities, its last conv map average-pooled and
+    its 16-unit hidden layer (32 px dlib chip, more hair and head outline than SFace's crop), when a gender-v1
+    file is given."""
 
     SFACE_MAPS = {"c14": "conv_14_relu", "m13": "conv_13_relu", "m12": "conv_12_relu"}
     SPATIAL = {"s14": "conv_14_relu"}
     AGE_POOL = "layer_2_global_average_pool"
+    GENDER_OUTS = {"genf": "layer_6_averagepool", "genh": "layer_3_relu"}  # gender-v1: last map, 16-unit hidden
     CYDRAL_MEAN = np.array([122.782, 117.001, 104.298], np.float32)
     ALL = ("emb", "c14", "m13", "m12", "agep", "agef")
 
@@ -64,6 +67,7 @@ class FaceFeatures:
         threads: int | None = None,
         batch: int = 16,
         flip: bool = True,
+        gender: str | Path | None = None,
     ) -> None:
         self.blocks = tuple(blocks)
         self.flip = flip
@@ -75,6 +79,11 @@ class FaceFeatures:
         self.age = None
         if {"agep", "agef"} & set(self.blocks):
             self.age = Model(_with_outputs(age, [self.AGE_POOL]), threads=threads)
+        self.gender = None
+        if {"genp", "genf", "genh"} & set(self.blocks):
+            if gender is None:
+                raise ValueError("the genp/genf/genh blocks need Cydral gender-v1 (cydral_gender_v1.onnx)")
+            self.gender = Model(_with_outputs(gender, list(self.GENDER_OUTS.values())), threads=threads)
         self.batch = batch
 
     def _run(self, model: Model, x: np.ndarray, keep: int = 0) -> list[np.ndarray]:
@@ -106,6 +115,10 @@ class FaceFeatures:
             chip = views(np.stack([chip_crop(rgb, k, 64) for k in kps])).astype(np.float32)
             agep, agef = self._run(self.age, ((chip - self.CYDRAL_MEAN) / 256.0).transpose(0, 3, 1, 2))
             out.update(agep=mean(agep), agef=mean(agef))
+        if self.gender is not None:
+            chip = views(np.stack([chip_crop(rgb, k, 32) for k in kps])).astype(np.float32)
+            genp, genf, genh = self._run(self.gender, ((chip - self.CYDRAL_MEAN) / 256.0).transpose(0, 3, 1, 2))
+            out.update(genp=mean(genp), genf=mean(genf), genh=mean(genh))
         return {k: v for k, v in out.items() if k in self.blocks or k == "_embedding"}
 
 
@@ -136,7 +149,8 @@ def heads_version() -> str:
     """The model stamp of the shipped attribute model: the network's (or else the linear heads') content hash."""
     net = net_version()
     if net is not None:
-        return f"{net}+cydral_age_v1"
+        reads_gender = {"genp", "genf", "genh"} & set(net_meta(shipped_net())["vec_blocks"])
+        return f"{net}+cydral_age_v1" + ("+cydral_gender_v1" if reads_gender else "")
     res = resources.files("enface_batch.data").joinpath(HEADS_FILE)
     if not res.is_file():  # only while bootstrapping: enface_batch.train.attributes writes it
         return "fairface_heads_missing"
@@ -170,11 +184,13 @@ class FairFaceHeads(Attributes):
         use_net: bool | None = None,
         threads: int | None = None,
         share_embedding: bool = False,
+        gender_model: str | Path | None = None,
     ) -> None:
         # share_embedding: the pack's embedder is this same SFace file on the same ArcFace crop, so the face view's
         # embedding computed here is handed to the analyser (key "_embedding") instead of being computed twice.
         self.share_embedding = share_embedding
         self._files, self._threads = (sface, age_model), threads
+        self._gender_model = gender_model  # Cydral gender-v1, read only by a network trained on its block
         self._extractor: FaceFeatures | None = None
         self._heads_path, self._heads = heads, None
         self.use_net = (net is not None or shipped_net() is not None) if use_net is None else use_net
@@ -218,7 +234,9 @@ class FairFaceHeads(Attributes):
             else:
                 need = {b for blocks in self.heads.blocks.values() for b in blocks} | {"agep"}
                 flip = bool(self.heads.meta.get("flip", True))  # trained on face + mirror means
-            self._extractor = FaceFeatures(*self._files, blocks=tuple(need), flip=flip, threads=self._threads)
+            self._extractor = FaceFeatures(
+                *self._files, blocks=tuple(need), flip=flip, threads=self._threads, gender=self._gender_model
+            )
         return self._extractor
 
     def predict(self, rgb: np.ndarray, kps: np.ndarray, boxes: np.ndarray) -> list[dict]:

@@ -29,6 +29,7 @@ EMBEDDED_DETECTORS = {
 EMBEDDED_EMBEDDERS = {"sface": (SFace, "sface_2021dec.onnx")}
 # Gender, age and race: the project's FairFace heads over SFace and Cydral-age features (models/heads.py).
 HEADS_FILES = ("sface_2021dec.onnx", "cydral_age_v1.onnx", "cydral_manifest.json")
+GENDER_FILE = "cydral_gender_v1.onnx"  # same registry package as age-v1; read by the attribute network
 
 
 class PackError(RuntimeError):
@@ -64,7 +65,9 @@ def load_pack(
         refine = detector.endswith("+retinaface")
         refiner_file = EMBEDDED_DETECTORS["retinaface"][1]
         thorough = s.det_mode == "thorough"
-        paths = ensure_files([det_file, emb_file, *HEADS_FILES, *([refiner_file] if refine or thorough else [])])
+        paths = ensure_files(
+            [det_file, emb_file, *HEADS_FILES, GENDER_FILE, *([refiner_file] if refine or thorough else [])]
+        )
         det = det_cls(str(paths[det_file]), **det_kw)
         if thorough:
             det = thorough_detector(det, RetinaFace(str(paths[refiner_file]), **det_kw))
@@ -75,7 +78,10 @@ def load_pack(
             detector=det,
             embedder=emb_cls(str(paths[emb_file]), threads=threads),
             attributes=FairFaceHeads(
-                *(paths[f] for f in HEADS_FILES), threads=threads, share_embedding=emb_file == HEADS_FILES[0]
+                *(paths[f] for f in HEADS_FILES),
+                threads=threads,
+                share_embedding=emb_file == HEADS_FILES[0],
+                gender_model=paths[GENDER_FILE],
             ),
             models={
                 "detector": det_file + ("+" + refiner_file if refine else "") + (":thorough" if thorough else ""),

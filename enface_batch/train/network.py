@@ -6,8 +6,10 @@
                                                     # a few minutes
 
 The branch reads what the registry SFace trunk already computes for every face (its conv_14 map, 1024x7x7,
-plus its embedding and pooled conv_12/conv_13 maps) and Cydral age-v1's probabilities and pooled features, each
-averaged over the face and its mirror image (train/features.py caches them once per split). It is a learned
+plus its embedding and pooled conv_12/conv_13 maps), Cydral age-v1's probabilities and pooled features and
+Cydral gender-v1's probabilities, pooled map and hidden layer (its wider 32 px dlib chip; kept because it
+improved the holdout), each averaged over the face and its mirror image (train/features.py and
+train/gender_features.py cache them once per split). It is a learned
 per-channel 7x7 spatial pooling of conv_14 (a depthwise convolution, the "GDC" of MobileFaceNet) concatenated
 with the pooled blocks, one shared hidden layer, and three softmax outputs. So at run time the trunk runs once
 per face and the branch adds a few MFLOPs.
@@ -35,6 +37,8 @@ from .features import extract_split
 SEED = 0
 HOLDOUT = 0.15
 VEC_BLOCKS = ("emb", "m13", "m12", "agep", "agef")  # pooled inputs beside the conv_14 map
+GENDER_BLOCKS = ("genp", "genf", "genh")  # Cydral gender-v1's block (train/gender_features.py), optional
+SHIPPED_BLOCKS = (*VEC_BLOCKS, *GENDER_BLOCKS)  # chosen on the holdout: docs/model_card_attributes.md
 HIDDEN = 256
 INPUT_DROPOUT = 0.3
 LABEL_SMOOTHING = 0.1
@@ -49,10 +53,33 @@ OUT = Path(__file__).resolve().parents[1] / "data" / "attribute_net.onnx"
 TASKS = {"gender": 2, "age": len(AGE_BINS), "race": len(RACES)}
 
 
-def load(splits: tuple[str, ...] = ("train", "train_extra"), *, cached_only: bool = False, log=print) -> dict:
+def load(
+    splits: tuple[str, ...] = ("train", "train_extra"),
+    *,
+    vec_blocks: tuple[str, ...] = VEC_BLOCKS,
+    cached_only: bool = False,
+    log=print,
+) -> dict:
     parts = [p for p in (extract_split(s, cached_only=cached_only, log=log) for s in splits) if p]
-    keys = ["s14", "c14", *VEC_BLOCKS, *TASKS, "image"]
-    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in keys}
+    keys = ["s14", "c14", *[b for b in vec_blocks if b not in GENDER_BLOCKS], *TASKS, "image"]
+    data = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in keys}
+    extra = [b for b in vec_blocks if b in GENDER_BLOCKS]
+    if extra:  # joined by image name: the gender block has its own cache beside attr_v2
+        from . import gender_features
+
+        cached = {}
+        for s in splits:
+            if not cached_only:
+                gender_features.extract_split(s, log=log)
+            g = gender_features.load(s)
+            cached.update({str(name): {b: g[b][i] for b in extra} for i, name in enumerate(g.get("image", []))})
+        keep = np.array([str(name) in cached for name in data["image"]])
+        if not keep.all():
+            log(f"{int((~keep).sum())} faces lack the gender block (no face found by that pass): dropped")
+        data = {k: v[keep] for k, v in data.items()}
+        for b in extra:
+            data[b] = np.stack([cached[str(name)][b] for name in data["image"]])
+    return data
 
 
 def _model(vec_dim: int, mean: np.ndarray, scale: np.ndarray):
@@ -84,14 +111,22 @@ def _model(vec_dim: int, mean: np.ndarray, scale: np.ndarray):
     return Branch()
 
 
-def fit(data: dict[str, np.ndarray], idx: np.ndarray, epochs: int, *, evaluate: np.ndarray | None = None, log=print):
+def fit(
+    data: dict[str, np.ndarray],
+    idx: np.ndarray,
+    epochs: int,
+    *,
+    vec_blocks: tuple[str, ...] = VEC_BLOCKS,
+    evaluate: np.ndarray | None = None,
+    log=print,
+):
     """Train on rows idx for `epochs`; with `evaluate`, log holdout figures per epoch and return them too."""
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(SEED)
     rng = np.random.default_rng(SEED)
-    vec = np.concatenate([data[b] for b in VEC_BLOCKS], 1).astype(np.float32)
+    vec = np.concatenate([data[b] for b in vec_blocks], 1).astype(np.float32)
     mean, scale = vec[idx].mean(0), vec[idx].std(0) + 1e-6
     model = _model(vec.shape[1], mean, scale)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
@@ -238,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         "--cached-only", action="store_true", help="train on the feature shards already cached; extract nothing"
     )
     ap.add_argument("--splits", default="train,train_extra", help="FairFace training splits (never val)")
+    ap.add_argument(
+        "--vec-blocks",
+        default=",".join(SHIPPED_BLOCKS),
+        help=f"pooled input blocks beside the conv_14 map (default: what ships); without Cydral gender-v1's: "
+        f"{','.join(VEC_BLOCKS)}",
+    )
     args = ap.parse_args(argv)
     import torch
 
@@ -246,13 +287,14 @@ def main(argv: list[str] | None = None) -> int:
     splits = tuple(x for x in args.splits.split(",") if x)
     if "val" in splits:
         ap.error("val is for reporting only (bench/accuracy.py)")
-    data = load(splits, cached_only=args.cached_only, log=log)
+    blocks = tuple(x for x in args.vec_blocks.split(",") if x)
+    data = load(splits, vec_blocks=blocks, cached_only=args.cached_only, log=log)
     n = len(data["race"])
     perm = np.random.default_rng(SEED).permutation(n)
     hold, fit_idx = np.sort(perm[: int(n * HOLDOUT)]), np.sort(perm[int(n * HOLDOUT) :])
     log(f"{n} faces: {len(fit_idx)} to fit, {len(hold)} held out")
-    model, history = fit(data, fit_idx, args.epochs, evaluate=hold, log=log)
-    vec = np.concatenate([data[b] for b in VEC_BLOCKS], 1).astype(np.float32)
+    model, history = fit(data, fit_idx, args.epochs, vec_blocks=blocks, evaluate=hold, log=log)
+    vec = np.concatenate([data[b] for b in blocks], 1).astype(np.float32)
     # One fixed schedule (no early stopping): the holdout run shows where it ends, the shipped fit repeats it on
     # every face. Race's "unknown" threshold comes from the holdout run's final model.
     p = predict(model, data["s14"], vec, hold)
@@ -280,10 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         args.report.write_text(json.dumps({"holdout": holdout, "history": history}, indent=1) + "\n")
     if args.holdout_only:
         return 0
-    final, _ = fit(data, np.arange(n), args.epochs, log=log)
+    final, _ = fit(data, np.arange(n), args.epochs, vec_blocks=blocks, log=log)
     meta = {
         "tasks": {"gender": ["female", "male"], "age": list(AGE_BINS), "race": list(RACES)},
-        "vec_blocks": list(VEC_BLOCKS),
+        "vec_blocks": list(blocks),
         "combine_with_linear_heads": combine,
         "race_min_score": race_min,
         "epochs": args.epochs,
