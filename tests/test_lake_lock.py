@@ -71,13 +71,17 @@ def test_the_lease_is_renewed_and_a_lost_lock_stops_writes(lake):
     lock = WriterLock(fs, root, lake.uri, ttl=0.6)
     with lock:
         first = lock.read()
-        time.sleep(0.9)
-        renewed = lock.read()
+        renewed, deadline = first, time.time() + 10  # a renewal every ttl/3; a loaded machine may be late
+        while renewed["expires"] == first["expires"] and time.time() < deadline:
+            time.sleep(0.1)
+            renewed = lock.read()
         assert renewed["token"] == first["token"] and renewed["expires"] > first["expires"]
-        _write_lock(lake)  # another writer took it over while this one stalled
-        deadline = time.time() + 5
+        # Another writer takes it over while this one stalled. Written again until seen: a heartbeat that read
+        # its own lock just before may overwrite the first write (the holder never stalls in this test).
+        deadline = time.time() + 10
         while not lock.lost and time.time() < deadline:
-            time.sleep(0.05)
+            _write_lock(lake)
+            time.sleep(0.2)
         with pytest.raises(LockLost):
             lake.append("person_lists", [{"list_id": "x", "name": "x"}])
     assert lock.read()["token"] == "someone-else"  # a lost lock is not deleted on release
