@@ -108,7 +108,7 @@ def _fold(head: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return w.astype(np.float16), b.astype(np.float32)
 
 
-def _race_threshold(p: np.ndarray, y: np.ndarray) -> float:
+def race_threshold(p: np.ndarray, y: np.ndarray) -> float:
     """Smallest top score t such that the faces with top score >= t are right at least RACE_TARGET_PRECISION."""
     top, right = p.max(1), p.argmax(1) == y
     for t in np.round(np.arange(0.20, 0.95, 0.01), 2):
@@ -152,7 +152,7 @@ def train(feats: dict[str, np.ndarray], log=print) -> tuple[dict[str, np.ndarray
             "accuracy": scores[best],
         }
         if task == "race":
-            race_min_score = _race_threshold(p, y[hold])
+            race_min_score = race_threshold(p, y[hold])
             rec = [float((p.argmax(1)[y[hold] == c] == c).mean()) for c in range(k)]
             answered = p.max(1) >= race_min_score
             entry.update(

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..models.attributes import AGE_BINS, RACES
+from .attributes import race_threshold  # race answers "unknown" below the top score where held-out answers reach 70 %
 from .features import extract_split
 
 SEED = 0
@@ -48,7 +49,6 @@ LR = 2e-3
 BATCH = 128
 EPOCHS = 8
 RACE_CLASS_WEIGHT_POWER = 0.5  # race loss weighted by (frequency)^-power: recall of the rarer classes
-RACE_TARGET_PRECISION = 0.70  # race answers "unknown" below the top score where held-out answers reach this
 OUT = Path(__file__).resolve().parents[1] / "data" / "attribute_net.onnx"
 TASKS = {"gender": 2, "age": len(AGE_BINS), "race": len(RACES)}
 
@@ -209,15 +209,6 @@ def versus_heads(data: dict[str, np.ndarray], hold: np.ndarray, p: dict[str, np.
     for name, q in (("network", net), ("linear_heads", lin), ("network+heads", both)):
         out[name] = {k: v for k, v in figures(q, data, rows).items() if k != "race_recall"}
     return out
-
-
-def race_threshold(p: np.ndarray, y: np.ndarray) -> float:
-    top, right = p.max(1), p.argmax(1) == y
-    for t in np.round(np.arange(0.20, 0.95, 0.01), 2):
-        keep = top >= t
-        if keep.any() and right[keep].mean() >= RACE_TARGET_PRECISION:
-            return float(t)
-    return 0.95
 
 
 def score(h: dict) -> float:
