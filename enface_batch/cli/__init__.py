@@ -86,13 +86,17 @@ def _run(fn, *args, **kwargs) -> None:
     """Call one operation, print its JSON; an EnfaceError prints its seed meaning and exits non-zero.
 
     Lists print as bare JSON arrays, as the seed's list routes (and the endpoint) answer them."""
+    _print(_call(fn, *args, **kwargs))
+
+
+def _call(fn, *args, **kwargs):
+    """Call one operation and return its result; an EnfaceError follows the error contract and exits."""
     from ..ops.errors import EnfaceError
 
     try:
-        result = fn(*args, **kwargs)
+        return fn(*args, **kwargs)
     except EnfaceError as exc:
         _fail(exc.message, _EXIT.get(exc.status_code, 2), status=exc.status_code)
-    _print(result)
 
 
 def _writes(fn):

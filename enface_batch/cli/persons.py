@@ -17,7 +17,7 @@ from . import (
     Multi,
     Thumb,
     _analyzer,
-    _fail,
+    _call,
     _features,
     _lake,
     _print,
@@ -87,17 +87,6 @@ def person_get(
     _run(get_person, _lake(lake), person_id, list_id)
 
 
-def _read(fn, *args):
-    """Run a read; an EnfaceError follows the error contract (as in _run) and exits."""
-    from ..ops.errors import EnfaceError
-    from . import _EXIT
-
-    try:
-        return fn(*args)
-    except EnfaceError as exc:
-        _fail(exc.message, _EXIT.get(exc.status_code, 2), status=exc.status_code)
-
-
 @person_app.command("ls")
 def person_ls(list_id: ListId = None, fmt: FormatOpt = Format.json, lake: LakeOpt = None) -> None:
     """A list's persons with how many photos and faces each is in, most photos first (then newest).
@@ -106,7 +95,7 @@ def person_ls(list_id: ListId = None, fmt: FormatOpt = Format.json, lake: LakeOp
     """
     from ..ops.persons import persons_of
 
-    rows = _read(persons_of, _lake(lake), list_id)
+    rows = _call(persons_of, _lake(lake), list_id)
     if fmt is Format.json:
         _print(rows)
         return
@@ -127,7 +116,7 @@ def person_photos(
     """
     from ..ops.persons import person_photos as photos
 
-    out = _read(photos, _lake(lake), person_id, list_id)
+    out = _call(photos, _lake(lake), person_id, list_id)
     if fmt is Format.json:
         _print(out)
         return
