@@ -87,6 +87,53 @@ def test_the_lease_is_renewed_and_a_lost_lock_stops_writes(lake):
     assert lock.read()["token"] == "someone-else"  # a lost lock is not deleted on release
 
 
+TAKER = textwrap.dedent(
+    """
+    import sys, time
+    from enface_batch.lake.store import Lake
+    lock = Lake(sys.argv[1], create=False).writer_lock("taker process")
+    lock.acquire()
+    print("took over " + (lock.took_over or {}).get("command", "nothing"), flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_a_holder_stalled_between_reading_and_renewing_its_lease_cannot_overwrite_the_taker(lake):
+    """The renewal is a compare-and-swap: the stalled holder learns it lost the lake instead of stealing it back."""
+    lock = WriterLock(lake.fs, lake.fs_path(), lake.uri, command="stalled holder", ttl=60)
+    lock.acquire()
+    lock._stop.set()  # no heartbeat thread: the test drives the renewals
+    lock._thread.join()
+    # The holder froze for longer than its lease: its lock now reads as expired.
+    holder, tag = lock._read_tagged()
+    expired = {**holder, "expires": (datetime.now(UTC) - timedelta(seconds=1)).isoformat()}
+    assert lock.file.replace(tag, json.dumps(expired).encode())
+    real_replace, taker = lock.file.replace, []
+
+    def renew_after_a_takeover(tag, body):
+        # The holder has read its lease; before it writes the renewal, another writer takes the lake over.
+        env = {**os.environ, "PYTHONPATH": os.getcwd()}
+        proc = subprocess.Popen([sys.executable, "-c", TAKER, lake.uri], stdout=subprocess.PIPE, text=True, env=env)
+        taker.append(proc)
+        assert proc.stdout.readline().strip() == "took over stalled holder"
+        return real_replace(tag, body)
+
+    lock.file.replace = renew_after_a_takeover
+    try:
+        lock.renew()
+        assert lock.lost
+        assert lock.read()["command"] == "taker process"  # the taker's lease stands
+        with pytest.raises(LockLost):
+            lake.append("person_lists", [{"list_id": "x", "name": "x"}])
+        lock.release()
+        assert lock.read()["command"] == "taker process"  # and the loser's release leaves it alone
+    finally:
+        for proc in taker:
+            proc.kill()
+            proc.wait()
+
+
 HOLDER = textwrap.dedent(
     """
     import sys, time

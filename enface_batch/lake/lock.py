@@ -6,19 +6,19 @@ dedup and reindex flows, and the CLI's writing commands) holds this lock; reader
 
 - Create-exclusive: a local lake links a fully written temporary file into place (``os.link`` fails if the
   lock exists, so no reader ever sees a half-written lock); an S3 lake uses a conditional put
-  (``If-None-Match: *``, s3fs ``mode="create"``; AWS S3, MinIO and moto honour it). Other fsspec stores get a
-  check-then-write, which is not atomic.
+  (``If-None-Match: *``, s3fs ``mode="create"``; AWS S3, MinIO and moto honour it).
 - The lock names its holder (host, pid, command, start) and carries a lease: the holder renews ``expires``
   every third of ENFACE_LOCK_TTL_SECONDS. A lock whose lease ran out, or whose holder is a dead process on this
   host, is stale and the next writer takes it over. A holder that finds its lock taken over (it stalled for a
   whole lease) marks it lost, and the lake refuses its further writes.
-- Taking over re-reads the stale lock just before deleting it, so two writers that both found it stale do not
-  both win; a window of a few milliseconds remains between that read and the delete.
+- Every later change (renew, take over, release) is a compare-and-swap on the version read just before (see
+  lease.py: flock-guarded on a local lake, ``If-Match: <ETag>`` on S3), so a holder that stalls between reading
+  its lease and renewing it cannot overwrite the writer that took over meanwhile, and two writers that both
+  found a lock stale cannot both win. Other fsspec stores get check-then-act, which is not atomic.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -31,6 +31,7 @@ from typing import Any
 import fsspec
 
 from ..settings import get_settings
+from .lease import Tag, lease_file
 
 LOCK_PATH = "_lock/writer.json"
 
@@ -103,6 +104,7 @@ class WriterLock:
         self.fs, self.lake_uri = fs, lake_uri
         self.path = f"{root.rstrip('/')}/{LOCK_PATH}"
         self.uri = f"{lake_uri}/{LOCK_PATH}"
+        self.file = lease_file(fs, self.path)
         self.command = command or " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]).strip() or "python"
         self.ttl = float(ttl if ttl is not None else get_settings().lock_ttl_seconds)
         self.token = uuid.uuid4().hex
@@ -112,10 +114,6 @@ class WriterLock:
         self._started = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    @property
-    def _local(self) -> bool:
-        return "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
 
     # -- the lease object ---------------------------------------------------------------------------------
     def _body(self) -> bytes:
@@ -134,57 +132,25 @@ class WriterLock:
             indent=1,
         ).encode()
 
-    def read(self) -> dict[str, Any] | None:
-        """The current holder, None when unlocked; {} for a lock that does not parse."""
-        try:
-            data = self.fs.cat_file(self.path)
-        except FileNotFoundError:
-            return None
+    def _read_tagged(self) -> tuple[dict[str, Any] | None, Tag]:
+        """The current holder (None when unlocked, {} for a lock that does not parse) and its version."""
+        data, tag = self.file.read()
+        if data is None:
+            return None, None
         try:
             holder = json.loads(data)
         except (ValueError, UnicodeDecodeError):
-            return {}
-        return holder if isinstance(holder, dict) else {}
+            return {}, tag
+        return (holder if isinstance(holder, dict) else {}), tag
+
+    def read(self) -> dict[str, Any] | None:
+        """The current holder, None when unlocked; {} for a lock that does not parse."""
+        return self._read_tagged()[0]
 
     def _create(self) -> bool:
         """Write the lock if there is none; False if there is one."""
         self._started = _now().isoformat()
-        body = self._body()
-        if self._local:
-            parent = os.path.dirname(self.path)
-            os.makedirs(parent, exist_ok=True)
-            tmp = f"{self.path}.{self.token}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, self.path)  # atomic, and fails if the lock exists
-                return True
-            except FileExistsError:
-                return False
-            finally:
-                os.unlink(tmp)
-        if "s3" in self.fs.protocol or "s3a" in self.fs.protocol:
-            try:
-                self.fs.pipe_file(self.path, body, mode="create")  # PUT with If-None-Match: *
-                return True
-            except FileExistsError:
-                return False
-        if self.fs.exists(self.path):  # other stores: not atomic (see the module docstring)
-            return False
-        self.fs.pipe_file(self.path, body)
-        return True
-
-    def _overwrite(self) -> None:
-        body = self._body()
-        if self._local:
-            tmp = f"{self.path}.{self.token}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(body)
-            os.replace(tmp, self.path)  # readers see the old lease or the new one, never half of one
-        else:
-            self.fs.pipe_file(self.path, body)
+        return self.file.create(self._body())
 
     # -- acquire, renew, release ----------------------------------------------------------------------------
     def acquire(self) -> WriterLock:
@@ -198,16 +164,17 @@ class WriterLock:
             for _ in range(3):
                 if self._create():
                     break
-                holder = self.read()
+                holder, tag = self._read_tagged()
                 if holder is None:
                     continue  # released meanwhile: try again
                 if not is_stale(holder):
                     raise LakeLocked(self.lake_uri, self.uri, holder)
-                # Stale: delete it only if it is still the same lock, then race for it like everyone else.
-                if self.read() == holder:
-                    with contextlib.suppress(FileNotFoundError):
-                        self.fs.rm_file(self.path)
+                # Stale: replace it only if it is still the version just read. Of two writers that both found
+                # it stale, one wins; a holder that wakes up later fails its own conditional renewal.
+                self._started = _now().isoformat()
+                if self.file.replace(tag, self._body()):
                     self.took_over = holder
+                    break
             else:
                 raise LakeLocked(self.lake_uri, self.uri, self.read() or {})
             self._depth = 1
@@ -228,11 +195,15 @@ class WriterLock:
                 return
 
     def renew(self) -> None:
-        current = self.read()
+        current, tag = self._read_tagged()
         if not current or current.get("token") != self.token:
             self.lost = True  # taken over: this process must stop writing
             return
-        self._overwrite()
+        if not self.file.replace(tag, self._body()):
+            # Changed between the read and the write: taken over just now, unless the store failed.
+            current = self.read()
+            if not current or current.get("token") != self.token:
+                self.lost = True
 
     def release(self) -> None:
         with _held_guard:
@@ -246,10 +217,9 @@ class WriterLock:
         held._stop.set()
         if held._thread is not None and held._thread is not threading.current_thread():
             held._thread.join(timeout=5)
-        current = held.read()
+        current, tag = held._read_tagged()
         if current and current.get("token") == held.token:
-            with contextlib.suppress(FileNotFoundError):
-                held.fs.rm_file(held.path)
+            held.file.delete(tag)  # only this version: a lock taken over meanwhile stays
 
     def __enter__(self) -> WriterLock:
         return self.acquire()
