@@ -209,3 +209,17 @@ def test_two_enface_runs_on_one_lake_the_second_fails_naming_the_first_and_nothi
     assert counts(lake) == EXPECTED  # nothing analysed or committed twice
     assert lake.read("person_lists").num_rows == 2  # the default list and the source's; "x" was refused
     assert lock.read() is None  # released when the first run ended
+
+
+def test_opening_a_lake_that_needs_setup_waits_for_the_writer_but_a_complete_lake_opens_at_once(lake):
+    """Creating missing tables (or a schema upgrade) is a write: it takes the lock; a complete lake needs none."""
+    _write_lock(lake)
+    assert Lake(lake.uri).has_table("persons")  # nothing to set up: opens while another writer holds the lake
+    lake.fs.rm(lake.fs_path("sources"), recursive=True)
+    assert not Lake(lake.uri, create=False).has_table("sources")
+    with pytest.raises(LakeLocked):
+        Lake(lake.uri)
+    lake.fs.rm_file(lake.writer_lock().path)
+    again = Lake(lake.uri)
+    assert again.has_table("sources") and again.read("sources").num_rows == 1  # the default source
+    assert again.writer_lock().read() is None

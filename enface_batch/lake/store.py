@@ -21,7 +21,7 @@ from ..fsio import fsspec_options, storage_options, url_to_fs  # noqa: F401 - bo
 from ..settings import get_settings
 from .check import diagnose, verify_log
 from .lock import WriterLock, check_not_lost
-from .migrate import migrate
+from .migrate import migrate, pending
 from .schemas import ACTION_DEFAULTS, DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_SOURCE_ID, TABLES
 
 # Set on every table at creation, and on older tables by `enface lake optimize` (set_properties). Why these:
@@ -86,6 +86,14 @@ def read_dataset(
     )
 
 
+# The seed's default list, group and source every lake has (created with the tables).
+_DEFAULT_KEYS = (
+    ("person_lists", "list_id", DEFAULT_LIST_ID),
+    ("source_groups", "group_id", DEFAULT_GROUP_ID),
+    ("sources", "source_id", DEFAULT_SOURCE_ID),
+)
+
+
 class Lake:
     """Tables of one lake. Creating a Lake creates missing tables and the seed's default list, group, source.
 
@@ -100,9 +108,12 @@ class Lake:
             self.uri = os.path.abspath(self.uri)
         self.options = storage_options(self.uri)
         self._verified: set[str] = set()
-        if create:
-            self._create()
-            migrate(self)
+        if create and self._setup_needed():
+            # Creating tables and upgrading the schema are writes: under the writer lock, so a command that
+            # opens an older lake while a scan writes it waits its turn (LakeLocked) instead of racing it.
+            with self.writer_lock("enface: lake setup or schema upgrade"):
+                self._create()
+                migrate(self)
 
     # -- layout -----------------------------------------------------------------------------------------
     def table_uri(self, name: str) -> str:
@@ -133,6 +144,13 @@ class Lake:
     def path(self, *parts: str) -> str:
         """A non-table path inside the lake (index files), as a URI for fsspec."""
         return "/".join([self.uri, *parts])
+
+    def _setup_needed(self) -> bool:
+        if not all(self.has_table(name) for name in TABLES):
+            return True
+        if any(not self.read(t, where={k: v}, columns=[k]).num_rows for t, k, v in _DEFAULT_KEYS):
+            return True
+        return bool(pending(self))
 
     def _create(self) -> None:
         for name, schema in TABLES.items():
@@ -193,8 +211,13 @@ class Lake:
         return self.table(name).version()
 
     def has_table(self, name: str) -> bool:
-        """Whether the table exists (a Delta log is there); reads nothing else and creates nothing."""
-        return DeltaTable.is_deltatable(self.table_uri(name), storage_options=self.options)
+        """Whether the table exists (a Delta log is there); creates nothing."""
+        # Not DeltaTable.is_deltatable: against an S3 endpoint (moto) it hangs for 3 minutes and then fails.
+        try:
+            self.table(name)
+        except TableNotFoundError:
+            return False
+        return True
 
     def read(
         self,
