@@ -54,6 +54,28 @@ def test_csv_manifest_with_lists_fields_and_grouped_rows(lake, analyzer, test_da
         enrol(lake, analyzer, str(tmp_path / "bad.csv"))
 
 
+def test_a_manifest_that_is_a_fifo_or_not_text_is_refused_at_once(lake, analyzer, tmp_path):
+    import os
+    import threading
+
+    os.mkfifo(tmp_path / "people.csv")  # opening it for reading would wait for a writer forever
+    (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00\x9c" * 100)
+    errors: list[str] = []
+
+    def run() -> None:
+        for name in ("people.csv", "binary.csv"):
+            with pytest.raises(BadRequest) as info:
+                enrol(lake, analyzer, str(tmp_path / name))
+            errors.append(str(info.value))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "enrol blocked on a FIFO manifest"
+    assert "people.csv" in errors[0] and "FIFO" in errors[0]
+    assert "binary.csv" in errors[1] and "cannot read the manifest" in errors[1]
+
+
 def test_reindex_rebuilds_every_list_from_the_table(lake, analyzer, test_data):
     enrol(lake, analyzer, str(test_data / "fixtures/dlib_examples/johns"))
     out = reindex(lake, analyzer.pack.embedder.dim)

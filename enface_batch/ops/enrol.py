@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .. import imaging
 from ..analyze import Analyzer
-from ..fsio import open_uri, url_to_fs
+from ..fsio import FileTooLarge, NotRegularFile, ReadTimedOut, read_capped, url_to_fs
 from ..imaging import jpeg_bytes
 from ..lake.schemas import DEFAULT_LIST_ID
 from ..lake.store import Lake
@@ -68,8 +68,12 @@ def entries_from_tree(root: str, list_id: str) -> list[Entry]:
 
 
 def entries_from_csv(lake: Lake, manifest: str, list_id: str) -> list[Entry]:
-    with open_uri(manifest, "rt") as fh:
-        rows = list(csv.DictReader(io.StringIO(fh.read())))
+    # The manifest is input like any scanned file: a FIFO, a device or a huge file is refused, not read forever.
+    try:
+        text = read_capped(manifest).decode("utf-8-sig")
+    except (NotRegularFile, FileTooLarge, ReadTimedOut, IsADirectoryError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"{manifest}: cannot read the manifest: {exc}") from None
+    rows = list(csv.DictReader(io.StringIO(text)))
     if rows and "image" not in rows[0]:
         raise BadRequest(f"{manifest}: the manifest needs an 'image' column (has {list(rows[0])})")
     folder = manifest.rsplit("/", 1)[0] if "/" in manifest else "."
