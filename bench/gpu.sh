@@ -28,6 +28,7 @@ have = ort.get_available_providers()
 print("onnxruntime", ort.__version__, "providers", have)
 assert "CUDAExecutionProvider" in have, "the CUDA provider is missing: check onnxruntime-gpu and the CUDA libraries"
 PY
+export ENFACE_DET_BATCH=${DET_BATCH:-32} ENFACE_BATCH_SIZE=${BATCH_SIZE:-64}
 export ENFACE_PROVIDERS=cuda DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 # One worker feeds the GPU (batched embedder; ENFACE_BATCH_SIZE sets the batch), decoding on its threads.
 "$VENV/bin/python" bench/throughput.py --skip-peer --skip-floor --runner threads ${LFW:+--lfw "$LFW"}

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     )
     threads: int = Field(default=0, description="onnxruntime intra-op threads, 0 = one per core (ENFACE_THREADS).")
     batch_size: int = Field(default=8, ge=1, description="Faces per embedder/attribute batch (ENFACE_BATCH_SIZE).")
+    det_batch: int = Field(
+        default=8,
+        ge=1,
+        description="Photos of one size per detector run (ENFACE_DET_BATCH); results do not depend on it.",
+    )
     det_max_side: int = Field(
         default=640, ge=160, description="Longest side, in pixels, the detector sees (ENFACE_DET_MAX_SIDE)."
     )

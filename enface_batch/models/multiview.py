@@ -100,3 +100,6 @@ class MultiViewDetector:
 
     def detect(self, rgb: np.ndarray) -> Detections:
         return fuse([v.detect(rgb) for v in self.views], iou=self.fuse_iou)[0]
+
+    def detect_many(self, images: Sequence[np.ndarray], *, max_batch: int = 8) -> list[Detections]:
+        return [self.detect(rgb) for rgb in images]  # views resize and pad each photo differently
