@@ -188,8 +188,9 @@ class ChunkSearch:
             merged.extend((p, lid, s) for p, s in self._list(lid, face, k, exclude))
         return sorted(merged, key=lambda h: -h[2])[:k]
 
-    def _ranked(self, list_id: str, face: int) -> tuple[list[tuple[str, float]], float]:
-        """A face's candidates in a list, best first, and the score no other person of the list can beat.
+    def _ranked(self, list_id: str, face: int) -> tuple[list[str], list[float], list[int] | range, float]:
+        """A face's candidates in a list (names, similarities, the order best first) and the score no other
+        person of the list can beat.
 
         Kept for the face's next search of the same list: a face searches a list for its matches and again
         for its person, and only its own assignment, after both, moves a template.
@@ -199,26 +200,29 @@ class ChunkSearch:
         sims, names, complete = self._start[list_id]
         moved, vecs = self._live(list_id)
         touched = self._touched[list_id]
-        ranked = [
-            (p, x)
-            for p, x in zip(names[face].tolist(), sims[face].tolist(), strict=True)
-            if p is not None and p not in touched
-        ]
-        if moved:
-            live = (vecs @ self.queries[face]).clip(-1.0, 1.0).tolist()
-            ranked = sorted(ranked + list(zip(moved, live, strict=True)), key=lambda h: -h[1])
+        row = names[face].tolist()
+        keep = [i for i, p in enumerate(row) if p is not None and p not in touched]
+        cand_names = [row[i] for i in keep]
+        cand = sims[face, keep]
+        if moved:  # start candidates stay in their order, the moved persons after them: a stable sort as before
+            cand = np.concatenate([cand, (vecs @ self.queries[face]).clip(-1.0, 1.0)])
+            cand_names += moved
+            order: list[int] | range = np.argsort(-cand, kind="stable").tolist()
+        else:
+            order = range(len(cand_names))
         bound = -np.inf if complete or not sims.shape[1] else float(sims[face, -1])
-        self._memo = ((list_id, face, self._moves), (ranked, bound))
-        return ranked, bound
+        ranked = (cand_names, cand.tolist(), order, bound)
+        self._memo = ((list_id, face, self._moves), ranked)
+        return ranked
 
     def _list(self, list_id: str, face: int, k: int, exclude: Collection[str]) -> list[tuple[str, float]]:
         if list_id not in self._start:
             return self.searcher.index(list_id).search(self.queries[face], k, exclude=exclude)[0]
-        ranked, bound = self._ranked(list_id, face)
+        names, sims, order, bound = self._ranked(list_id, face)
         hits = []
-        for h in ranked:
-            if h[0] not in exclude:
-                hits.append(h)
+        for i in order:
+            if names[i] not in exclude:
+                hits.append((names[i], sims[i]))
                 if len(hits) == k:
                     break
         if len(hits) == k and hits[-1][1] >= bound or bound == -np.inf:
