@@ -2,6 +2,7 @@
 
     python bench/writer_ceiling.py [--sizes 1000,100000,1000000] [--images 4000] [--path batched,exact,single]
     python bench/writer_ceiling.py --sizes 100000 --profile        # cProfile of the writer, top functions
+    python bench/writer_ceiling.py --sizes 100000 --repeat 3        # best of 3 runs (a shared, loaded box)
 
 Workers analyse; the flow process is the single writer (search, auto-enrolment, staging rows, Delta commits),
 so however many workers a cluster adds, a scan cannot go faster than this figure. Everything here runs in one
@@ -239,7 +240,8 @@ def run_writer(
     if prof:
         prof.disable()
         buf = io.StringIO()
-        pstats.Stats(prof, stream=buf).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(30)
+        stats = pstats.Stats(prof, stream=buf).sort_stats(os.environ.get("PROFILE_SORT", "cumulative"))
+        stats.print_stats(int(os.environ.get("PROFILE_TOP", "30")))
         print(buf.getvalue())
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     return {
@@ -265,6 +267,9 @@ def main() -> None:
         "search at any size), single (face after face)",
     )
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="runs per row, each on a fresh lake; the row is the run of least CPU"
+    )
     ap.add_argument("--cpu", type=int, default=None, help="core to pin to (default: the last one)")
     args = ap.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
@@ -278,10 +283,17 @@ def main() -> None:
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in [int(float(s)) for s in args.sizes.split(",") if s]:
         for path in args.path.split(","):
-            with tempfile.TemporaryDirectory() as tmp:
-                lake, sid, centres = setup(Path(tmp), n, faces)
-                images = make_images(faces, centres, args.images)
-                r = run_writer(lake, sid, images, batched=path != "single", profile=args.profile, exact=path == "exact")
+            runs = []
+            for _ in range(max(1, args.repeat)):
+                with tempfile.TemporaryDirectory() as tmp:
+                    lake, sid, centres = setup(Path(tmp), n, faces)
+                    images = make_images(faces, centres, args.images)
+                    runs.append(
+                        run_writer(
+                            lake, sid, images, batched=path != "single", profile=args.profile, exact=path == "exact"
+                        )
+                    )
+            r = min(runs, key=lambda x: x["cpu"])
             print(
                 f"| {n:,} | {path} | {r['images']} | {r['faces']} | {r['created']} | {r['matched']} "
                 f"| {r['fallbacks']} | {r['cpu']:.2f} | {r['wall']:.2f} | {r['images'] / r['cpu']:,.0f} "

@@ -14,6 +14,7 @@ and a person of one face scores exactly as before.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import uuid
 
@@ -210,10 +211,10 @@ class Templates:
         if len(person_ids) == 1 and self.index.kind == "flat" and person_ids[0] in self.index:
             # One face for a known person, face after face in a scan: the same arithmetic, without batching.
             pid, e = person_ids[0], np.asarray(embeddings, np.float64).reshape(-1)
-            self.sums[pid] = total = self.sums[pid] + e / max(float(np.sqrt(e @ e)), 1e-12)
+            self.sums[pid] = total = self.sums[pid] + e / max(math.sqrt(e @ e), 1e-12)
             self.counts[pid] = n = self.counts[pid] + 1
             m = total / n
-            self.index.set_row(pid, (m / np.sqrt(max(float(np.sqrt(m @ m)), 1e-12))).astype(np.float32))
+            self.index.set_row(pid, (m / math.sqrt(max(math.sqrt(m @ m), 1e-12))).astype(np.float32))
             return
         emb = np.asarray(embeddings, np.float64).reshape(len(person_ids), -1)
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)

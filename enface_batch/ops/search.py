@@ -143,7 +143,9 @@ class ChunkSearch:
         # Per list, the persons created or moved during the chunk: their rows in a small matrix of their
         # current index vectors, refreshed row by row as they move.
         self._touched: dict[str, dict[str, int]] = {}
+        self._touched_ids: dict[str, list[str]] = {}  # the same persons in row order
         self._live_rows: dict[str, np.ndarray] = {}
+        self._templates: dict[str, Templates] = {}  # the lists' templates, fixed for a chunk (no refresh within)
         self._stale: dict[str, set[str]] = {}
         self._moves = 0  # templates moved so far: a face's ranking is reused until one moves
         self._memo: tuple = (None, None)
@@ -156,12 +158,17 @@ class ChunkSearch:
             complete = idx.approximate or (len(idx) <= depth and not (names == None).any())  # noqa: E711
             self._start[lid] = (sims, names, complete)
             self._touched[lid] = {}
+            self._touched_ids[lid] = []
+            self._templates[lid] = searcher.templates(lid)
 
     def touched(self, list_id: str, person_ids: list[str]) -> None:
         self._moves += 1
         t = self._touched.setdefault(list_id, {})
+        ids = self._touched_ids.setdefault(list_id, [])
         for p in person_ids:
-            t.setdefault(p, len(t))
+            if p not in t:
+                t[p] = len(t)
+                ids.append(p)
         self._stale.setdefault(list_id, set()).update(person_ids)  # vectors read again at the next use
 
     def _live(self, list_id: str) -> tuple[list[str], np.ndarray]:
@@ -176,8 +183,9 @@ class ChunkSearch:
             self._live_rows[list_id] = rows = grown
         stale = list(self._stale.pop(list_id, ()))
         if stale:
-            rows[[t[p] for p in stale]] = self.searcher.templates(list_id).vectors(stale)
-        return list(t), rows[: len(t)]
+            tmpl = self._templates.get(list_id) or self.searcher.templates(list_id)
+            rows[[t[p] for p in stale]] = tmpl.vectors(stale)
+        return self._touched_ids[list_id], rows[: len(t)]
 
     def search(
         self, list_ids: Iterable[str], face: int, k: int, *, exclude: Collection[str] = ()
