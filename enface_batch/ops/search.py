@@ -191,14 +191,17 @@ class ChunkSearch:
         self, list_ids: Iterable[str], face: int, k: int, *, exclude: Collection[str] = ()
     ) -> list[tuple[str, str, float]]:
         """The k best (person_id, list_id, similarity) of face number ``face`` over the lists, best first."""
+        lids = list(dict.fromkeys(list_ids))
+        if len(lids) == 1:  # one list's hits come best first already
+            return [(p, lids[0], s) for p, s in self._list(lids[0], face, k, exclude)]
         merged = []
-        for lid in dict.fromkeys(list_ids):
+        for lid in lids:
             merged.extend((p, lid, s) for p, s in self._list(lid, face, k, exclude))
         return sorted(merged, key=lambda h: -h[2])[:k]
 
-    def _ranked(self, list_id: str, face: int) -> tuple[list[str], list[float], list[int] | range, float]:
-        """A face's candidates in a list (names, similarities, the order best first) and the score no other
-        person of the list can beat.
+    def _ranked(self, list_id: str, face: int) -> list:
+        """A face's candidates in a list: [names, similarities (array), their order best first (None until
+        needed), the score no other person of the list can beat].
 
         Kept for the face's next search of the same list: a face searches a list for its matches and again
         for its person, and only its own assignment, after both, moves a template.
@@ -212,27 +215,37 @@ class ChunkSearch:
         keep = [i for i, p in enumerate(row) if p is not None and p not in touched]
         cand_names = [row[i] for i in keep]
         cand = sims[face, keep]
-        if moved:  # start candidates stay in their order, the moved persons after them: a stable sort as before
-            cand = np.concatenate([cand, (vecs @ self.queries[face]).clip(-1.0, 1.0)])
+        order: list[int] | range | None = range(len(cand_names))  # start candidates come best first
+        if moved:  # the moved persons after the start candidates, ordered by a stable sort (ties: that order)
+            live = vecs @ self.queries[face]
+            np.minimum(live, 1.0, out=live)
+            np.maximum(live, -1.0, out=live)
+            cand = np.concatenate([cand, live])
             cand_names += moved
-            order: list[int] | range = np.argsort(-cand, kind="stable").tolist()
-        else:
-            order = range(len(cand_names))
+            order = None
         bound = -np.inf if complete or not sims.shape[1] else float(sims[face, -1])
-        ranked = (cand_names, cand.tolist(), order, bound)
+        ranked = [cand_names, cand, order, bound]
         self._memo = ((list_id, face, self._moves), ranked)
         return ranked
 
     def _list(self, list_id: str, face: int, k: int, exclude: Collection[str]) -> list[tuple[str, float]]:
         if list_id not in self._start:
             return self.searcher.index(list_id).search(self.queries[face], k, exclude=exclude)[0]
-        names, sims, order, bound = self._ranked(list_id, face)
+        ranked = self._ranked(list_id, face)
+        names, cand, order, bound = ranked
         hits = []
-        for i in order:
+        if order is None and k == 1 and names:  # the usual question: the best one (argmax: the first of ties)
+            i = int(cand.argmax())
             if names[i] not in exclude:
-                hits.append((names[i], sims[i]))
-                if len(hits) == k:
-                    break
+                hits = [(names[i], float(cand[i]))]
+        if not hits:
+            if order is None:
+                order = ranked[2] = np.argsort(-cand, kind="stable").tolist()
+            for i in order:
+                if names[i] not in exclude:
+                    hits.append((names[i], float(cand[i])))
+                    if len(hits) == k:
+                        break
         if len(hits) == k and hits[-1][1] >= bound or bound == -np.inf:
             return hits
         self.fallbacks += 1
