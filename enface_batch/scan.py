@@ -19,9 +19,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
 from .analyze import Analyzer, ImageResult
 from .imaging import TRANSIENT_REASONS
 from .index import EXACT_MAX
+from .lake.schemas import TABLES
 from .lake.store import Lake, now
 from .models.attributes import attribute_columns
 from .ops.action import ActionEngine, Rules, resolve_rules
@@ -139,7 +142,7 @@ class ScanWriter:
         self.commit_images, self.commit_seconds = commit_images, commit_seconds
         self.commit_share = commit_share
         self._commit_cost = 0.0
-        self._faces: list[dict] = []
+        self._faces: list[pa.Table] = []  # one per chunk (why Arrow at once: ActionEngine.seal)
         self._images: list[dict] = []
         self._last_commit = time.perf_counter()
         self.run_id = run_id or str(uuid.uuid4())
@@ -201,13 +204,15 @@ class ScanWriter:
         with_faces = [r for r in kept if r.faces]
         done = self.engine.process_chunk(with_faces, self.rules, results=1, run_id=self.run_id, batched=self.batched)
         outcome_of = {id(r): o for r, o in zip(with_faces, done, strict=True)}
+        self.engine.seal()
+        faces: list[dict] = []
         for res in kept:
             # The plan's key when decoding could not hash the bytes (empty, unreadable, too large): the files
             # rows are written under it, so an unchanged bad file is skipped on the next run, not re-recorded.
             sha = res.sha256 or self.plan.key(res.uri)
             outcomes = outcome_of.get(id(res), [])
             for face in res.faces:
-                self._faces.append(
+                faces.append(
                     {
                         "image_sha256": sha,
                         "uri": res.uri,
@@ -252,6 +257,8 @@ class ScanWriter:
             s.faces += len(res.faces)
             s.persons_created += sum(len(o["persons_created"]) for o in outcomes)
             s.faces_matched += sum(o["decision"] == "matched" for o in outcomes)
+        if faces:
+            self._faces.append(pa.Table.from_pylist(faces, TABLES["faces"]))
         elapsed = time.perf_counter() - self._last_commit
         spaced = not self.commit_share or self._commit_cost <= self.commit_share * (elapsed + self._commit_cost)
         if (len(self._images) >= self.commit_images and spaced) or elapsed >= self.commit_seconds:
@@ -263,7 +270,8 @@ class ScanWriter:
             return
         t0 = time.perf_counter()
         self.engine.commit_persons()
-        self.lake.append("faces", self._faces)
+        if self._faces:
+            self.lake.append("faces", pa.concat_tables(self._faces))
         self.engine.commit_actions()
         self.lake.append("images", self._images)
         self._write_files({r["image_sha256"] for r in self._images})

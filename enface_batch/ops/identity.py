@@ -206,16 +206,20 @@ class Templates:
         vectors = template_vectors(sums, counts) if ids else np.zeros((0, dim), np.float32)
         self.index = PersonIndex.build(ids, vectors, version=version, threads=threads, normalise=False, kind=kind)
 
-    def add_faces(self, person_ids: list[str], embeddings: np.ndarray) -> None:
-        """Faces given to persons (new persons too): their templates move at once."""
+    def add_faces(self, person_ids: list[str], embeddings: np.ndarray) -> np.ndarray | None:
+        """Faces given to persons (new persons too): their templates move at once.
+
+        One face of a known person in a flat index (a scan's usual case) returns the person's new index row,
+        exactly as searches now score it; otherwise None."""
         if len(person_ids) == 1 and self.index.kind == "flat" and person_ids[0] in self.index:
             # One face for a known person, face after face in a scan: the same arithmetic, without batching.
             pid, e = person_ids[0], np.asarray(embeddings, np.float64).reshape(-1)
             self.sums[pid] = total = self.sums[pid] + e / max(math.sqrt(e @ e), 1e-12)
             self.counts[pid] = n = self.counts[pid] + 1
             m = total / n
-            self.index.set_row(pid, (m / math.sqrt(max(math.sqrt(m @ m), 1e-12))).astype(np.float32))
-            return
+            row = (m / math.sqrt(max(math.sqrt(m @ m), 1e-12))).astype(np.float32)
+            self.index.set_row(pid, row)
+            return row
         emb = np.asarray(embeddings, np.float64).reshape(len(person_ids), -1)
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         for pid, e in zip(person_ids, emb, strict=True):
@@ -224,6 +228,7 @@ class Templates:
         ids = list(dict.fromkeys(person_ids))
         sums = np.stack([self.sums[p] for p in ids])
         self.index.add(ids, template_vectors(sums, np.array([self.counts[p] for p in ids])), normalise=False)
+        return None
 
     def vectors(self, person_ids: list[str]) -> np.ndarray:
         """The indexed template vectors of these persons, as a search scores them."""

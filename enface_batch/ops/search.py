@@ -106,10 +106,10 @@ class Searcher:
         """A face given to a person: its template moves toward the face at once."""
         st = self._state(list_id)
         if person_id in st.counts:  # else deleted meanwhile: nothing to move
-            st.add_faces([person_id], embedding)
+            row = st.add_faces([person_id], embedding)
             self._dirty.add(list_id)
             if self._chunk is not None:
-                self._chunk.touched(list_id, [person_id])
+                self._chunk.touched(list_id, [person_id], row)
 
     def removed(self, list_id: str, person_ids: list[str]) -> None:
         self._state(list_id).remove(person_ids)
@@ -161,7 +161,8 @@ class ChunkSearch:
             self._touched_ids[lid] = []
             self._templates[lid] = searcher.templates(lid)
 
-    def touched(self, list_id: str, person_ids: list[str]) -> None:
+    def touched(self, list_id: str, person_ids: list[str], row: np.ndarray | None = None) -> None:
+        """Persons created or moved; row: the one person's new index row when the caller has it."""
         self._moves += 1
         t = self._touched.setdefault(list_id, {})
         ids = self._touched_ids.setdefault(list_id, [])
@@ -169,18 +170,28 @@ class ChunkSearch:
             if p not in t:
                 t[p] = len(t)
                 ids.append(p)
-        self._stale.setdefault(list_id, set()).update(person_ids)  # vectors read again at the next use
+        stale = self._stale.setdefault(list_id, set())
+        if row is not None and len(person_ids) == 1:
+            self._rows_for(list_id, len(t))[t[person_ids[0]]] = row
+            stale.discard(person_ids[0])
+        else:
+            stale.update(person_ids)  # vectors read from the templates at the next use
+
+    def _rows_for(self, list_id: str, n: int) -> np.ndarray:
+        """The list's live matrix, grown to hold at least n rows."""
+        rows = self._live_rows.get(list_id)
+        if rows is None or len(rows) < n:
+            grown = np.zeros((max(64, 2 * n), self.queries.shape[1]), np.float32)
+            if rows is not None:
+                grown[: len(rows)] = rows
+            self._live_rows[list_id] = rows = grown
+        return rows
 
     def _live(self, list_id: str) -> tuple[list[str], np.ndarray]:
         t = self._touched.get(list_id, {})
         if not t:
             return [], np.zeros((0, self.queries.shape[1]), np.float32)
-        rows = self._live_rows.get(list_id)
-        if rows is None or len(rows) < len(t):
-            grown = np.zeros((max(64, 2 * len(t)), self.queries.shape[1]), np.float32)
-            if rows is not None:
-                grown[: len(rows)] = rows
-            self._live_rows[list_id] = rows = grown
+        rows = self._rows_for(list_id, len(t))
         stale = list(self._stale.pop(list_id, ()))
         if stale:
             tmpl = self._templates.get(list_id) or self.searcher.templates(list_id)
