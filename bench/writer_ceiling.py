@@ -3,6 +3,7 @@
     python bench/writer_ceiling.py [--sizes 1000,100000,1000000] [--images 4000] [--path batched,exact,single]
     python bench/writer_ceiling.py --sizes 100000 --profile        # cProfile of the writer, top functions
     python bench/writer_ceiling.py --sizes 100000 --repeat 3        # best of 3 runs (a shared, loaded box)
+    python bench/writer_ceiling.py --sizes 100000 --parts           # + CPU ms per image per part of the writer
 
 Workers analyse; the flow process is the single writer (search, auto-enrolment, staging rows, Delta commits),
 so however many workers a cluster adds, a scan cannot go faster than this figure. Everything here runs in one
@@ -32,6 +33,7 @@ if __name__ == "__main__":  # one thread everywhere, before numpy/BLAS/FAISS loa
         os.environ[_v] = "1"
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import cProfile  # noqa: E402
 import hashlib  # noqa: E402
 import io  # noqa: E402
@@ -40,6 +42,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
@@ -214,8 +217,45 @@ def setup(tmp: Path, n: int, faces: Faces) -> tuple[Lake, str, np.ndarray]:
     return lake, sid, centres
 
 
+@contextlib.contextmanager
+def timed_parts() -> Iterator[dict[str, float]]:
+    """CPU seconds spent inside a few of the writer's functions (inclusive), without cProfile's distortion:
+    the batched search of a chunk (ChunkSearch.__init__), all of ActionEngine.process_chunk, and commits."""
+    from enface_batch.ops import action, search
+
+    spent: dict[str, float] = {"search": 0.0, "process_chunk": 0.0, "commit": 0.0}
+    targets = [(action.ActionEngine, "process_chunk", "process_chunk"), (ScanWriter, "commit", "commit")]
+    if hasattr(search, "ChunkSearch"):
+        targets.append((search.ChunkSearch, "__init__", "search"))
+    saved = []
+    for owner, name, label in targets:
+        fn = owner.__dict__[name]
+
+        def timed(*a, _fn=fn, _label=label, **k):
+            t = time.process_time()
+            try:
+                return _fn(*a, **k)
+            finally:
+                spent[_label] += time.process_time() - t
+
+        saved.append((owner, name, fn))
+        setattr(owner, name, timed)
+    try:
+        yield spent
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+
+
 def run_writer(
-    lake: Lake, sid: str, images: list[ImageResult], *, batched: bool, profile: bool, exact: bool = False
+    lake: Lake,
+    sid: str,
+    images: list[ImageResult],
+    *,
+    batched: bool,
+    profile: bool,
+    exact: bool = False,
+    parts: bool = False,
 ) -> dict:
     p = plan(lake, sid)
     for r in images:  # each image is one file of the source: the writer upserts its files row
@@ -231,12 +271,13 @@ def run_writer(
     t0 = time.perf_counter()
     writer.engine.searcher.index(writer.rules.person_list_search[0])
     build = time.perf_counter() - t0
-    c0, w0 = time.process_time(), time.perf_counter()
-    if prof:
-        prof.enable()
-    for s in range(0, len(images), CHUNK_IMAGES):
-        writer.write(images[s : s + CHUNK_IMAGES])
-    summary = writer.finish()
+    with timed_parts() if parts else contextlib.nullcontext({}) as spent:
+        c0, w0 = time.process_time(), time.perf_counter()
+        if prof:
+            prof.enable()
+        for s in range(0, len(images), CHUNK_IMAGES):
+            writer.write(images[s : s + CHUNK_IMAGES])
+        summary = writer.finish()
     if prof:
         prof.disable()
         buf = io.StringIO()
@@ -253,6 +294,7 @@ def run_writer(
         "wall": wall,
         "build": build,
         "fallbacks": getattr(writer.engine.searcher, "fallbacks", 0),
+        "parts": dict(spent),
     }
 
 
@@ -268,6 +310,12 @@ def main() -> None:
     )
     ap.add_argument("--profile", action="store_true")
     ap.add_argument(
+        "--parts",
+        action="store_true",
+        help="also print where the CPU goes, in ms per image: the batched search, the rest of resolving faces "
+        "(Python per face), commits, and the rest (staging rows, bookkeeping)",
+    )
+    ap.add_argument(
         "--repeat", type=int, default=1, help="runs per row, each on a fresh lake; the row is the run of least CPU"
     )
     ap.add_argument("--cpu", type=int, default=None, help="core to pin to (default: the last one)")
@@ -281,6 +329,7 @@ def main() -> None:
         "| images/s (CPU) | images/s (wall) | index build s |"
     )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    breakdown: list[str] = []
     for n in [int(float(s)) for s in args.sizes.split(",") if s]:
         for path in args.path.split(","):
             runs = []
@@ -290,7 +339,13 @@ def main() -> None:
                     images = make_images(faces, centres, args.images)
                     runs.append(
                         run_writer(
-                            lake, sid, images, batched=path != "single", profile=args.profile, exact=path == "exact"
+                            lake,
+                            sid,
+                            images,
+                            batched=path != "single",
+                            profile=args.profile,
+                            exact=path == "exact",
+                            parts=args.parts,
                         )
                     )
             r = min(runs, key=lambda x: x["cpu"])
@@ -300,6 +355,18 @@ def main() -> None:
                 f"| {r['images'] / r['wall']:,.0f} | {r['build']:.1f} |",
                 flush=True,
             )
+            if r["parts"]:
+                sp, ms = r["parts"], 1000 / r["images"]
+                breakdown.append(
+                    f"| {n:,} | {path} | {sp['search'] * ms:.3f} | {(sp['process_chunk'] - sp['search']) * ms:.3f} "
+                    f"| {sp['commit'] * ms:.3f} | {(r['cpu'] - sp['process_chunk'] - sp['commit']) * ms:.3f} "
+                    f"| {r['cpu'] * ms:.3f} |"
+                )
+    if breakdown:
+        print("\nCPU ms per image (inclusive timers, one core):\n")
+        print("| persons | path | batched search | resolving faces (Python) | commits | staging, rest | total |")
+        print("|---:|---|---:|---:|---:|---:|---:|")
+        print("\n".join(breakdown))
 
 
 if __name__ == "__main__":
