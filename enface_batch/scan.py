@@ -90,6 +90,7 @@ COMMIT_SECONDS = 10.0
 # size from which "auto" indexes turn approximate (IVF) for single queries.
 CANDIDATES_FROM = EXACT_MAX
 COMMIT_SHARE = 0.1  # the scan flow spaces commits so they take at most ~this share of the writer's time
+SEAL_ROWS = 512  # staged rows of a table are turned into Arrow from this many on (ActionEngine.seal)
 
 
 def chunks(plan: Plan, max_images: int = CHUNK_IMAGES, max_bytes: int = CHUNK_BYTES) -> Iterator[list[str]]:
@@ -142,7 +143,8 @@ class ScanWriter:
         self.commit_images, self.commit_seconds = commit_images, commit_seconds
         self.commit_share = commit_share
         self._commit_cost = 0.0
-        self._faces: list[pa.Table] = []  # one per chunk (why Arrow at once: ActionEngine.seal)
+        self._faces: list[pa.Table] = []  # staged faces rows, turned into Arrow every SEAL_ROWS (ActionEngine.seal)
+        self._face_rows: list[dict] = []
         self._images: list[dict] = []
         self._last_commit = time.perf_counter()
         self.run_id = run_id or str(uuid.uuid4())
@@ -204,8 +206,8 @@ class ScanWriter:
         with_faces = [r for r in kept if r.faces]
         done = self.engine.process_chunk(with_faces, self.rules, results=1, run_id=self.run_id, batched=self.batched)
         outcome_of = {id(r): o for r, o in zip(with_faces, done, strict=True)}
-        self.engine.seal()
-        faces: list[dict] = []
+        self.engine.seal(SEAL_ROWS)
+        faces = self._face_rows
         for res in kept:
             # The plan's key when decoding could not hash the bytes (empty, unreadable, too large): the files
             # rows are written under it, so an unchanged bad file is skipped on the next run, not re-recorded.
@@ -257,8 +259,8 @@ class ScanWriter:
             s.faces += len(res.faces)
             s.persons_created += sum(len(o["persons_created"]) for o in outcomes)
             s.faces_matched += sum(o["decision"] == "matched" for o in outcomes)
-        if faces:
-            self._faces.append(pa.Table.from_pylist(faces, TABLES["faces"]))
+        if len(faces) >= SEAL_ROWS:
+            self._seal_faces()
         elapsed = time.perf_counter() - self._last_commit
         spaced = not self.commit_share or self._commit_cost <= self.commit_share * (elapsed + self._commit_cost)
         if (len(self._images) >= self.commit_images and spaced) or elapsed >= self.commit_seconds:
@@ -270,6 +272,7 @@ class ScanWriter:
             return
         t0 = time.perf_counter()
         self.engine.commit_persons()
+        self._seal_faces()
         if self._faces:
             self.lake.append("faces", pa.concat_tables(self._faces))
         self.engine.commit_actions()
@@ -278,6 +281,11 @@ class ScanWriter:
         self._faces, self._images = [], []
         self._last_commit = time.perf_counter()
         self._commit_cost = self._last_commit - t0
+
+    def _seal_faces(self) -> None:
+        if self._face_rows:
+            self._faces.append(pa.Table.from_pylist(self._face_rows, TABLES["faces"]))
+            self._face_rows = []
 
     def _write_files(self, shas: set[str]) -> None:
         # An error row an earlier run left for a file that is now read: one images row per content, not both.

@@ -378,13 +378,14 @@ class ActionEngine:
             return "low_quality"
         return "create"
 
-    def seal(self) -> None:
-        """Turn the staged rows into Arrow tables now (a scan writer, after each chunk): thousands of staged dict
-        rows, with their lists, made every garbage collection of the writer's process scan them (~15 % of its
-        time at 8,000 faces between commits); Arrow columns are not Python objects."""
+    def seal(self, min_rows: int = 0) -> None:
+        """Turn the staged rows of each table that holds at least min_rows into an Arrow table now (a scan
+        writer, between chunks): thousands of staged dict rows, with their lists, made every garbage collection
+        of the writer's process scan them (~15 % of its time at 8,000 faces between commits); Arrow columns
+        are not Python objects. A few hundred rows at a time keep the per-call cost of the conversion small."""
         for name, attr in (("persons", "persons"), ("person_faces", "faces"), ("actions", "actions")):
             rows = getattr(self, attr)
-            if rows:
+            if rows and len(rows) >= min_rows:
                 self._sealed[name].append(pa.Table.from_pylist(rows, TABLES[name]))
                 setattr(self, attr, [])
 
