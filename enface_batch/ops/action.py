@@ -382,7 +382,7 @@ class ActionEngine:
         """Turn the staged rows of each table that holds at least min_rows into an Arrow table now (a scan
         writer, between chunks): thousands of staged dict rows, with their lists, made every garbage collection
         of the writer's process scan them (~15 % of its time at 8,000 faces between commits); Arrow columns
-        are not Python objects. A few hundred rows at a time keep the per-call cost of the conversion small."""
+        are not Python objects."""
         for name, attr in (("persons", "persons"), ("person_faces", "faces"), ("actions", "actions")):
             rows = getattr(self, attr)
             if rows and len(rows) >= min_rows:
