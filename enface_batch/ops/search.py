@@ -106,10 +106,10 @@ class Searcher:
         """A face given to a person: its template moves toward the face at once."""
         st = self._state(list_id)
         if person_id in st.counts:  # else deleted meanwhile: nothing to move
-            st.add_faces([person_id], embedding)
+            row = st.add_faces([person_id], embedding)
             self._dirty.add(list_id)
             if self._chunk is not None:
-                self._chunk.touched(list_id, [person_id])
+                self._chunk.touched(list_id, [person_id], row)
 
     def removed(self, list_id: str, person_ids: list[str]) -> None:
         self._state(list_id).remove(person_ids)
@@ -143,7 +143,9 @@ class ChunkSearch:
         # Per list, the persons created or moved during the chunk: their rows in a small matrix of their
         # current index vectors, refreshed row by row as they move.
         self._touched: dict[str, dict[str, int]] = {}
+        self._touched_ids: dict[str, list[str]] = {}  # the same persons in row order
         self._live_rows: dict[str, np.ndarray] = {}
+        self._templates: dict[str, Templates] = {}  # the lists' templates, fixed for a chunk (no refresh within)
         self._stale: dict[str, set[str]] = {}
         self._moves = 0  # templates moved so far: a face's ranking is reused until one moves
         self._memo: tuple = (None, None)
@@ -156,40 +158,61 @@ class ChunkSearch:
             complete = idx.approximate or (len(idx) <= depth and not (names == None).any())  # noqa: E711
             self._start[lid] = (sims, names, complete)
             self._touched[lid] = {}
+            self._touched_ids[lid] = []
+            self._templates[lid] = searcher.templates(lid)
 
-    def touched(self, list_id: str, person_ids: list[str]) -> None:
+    def touched(self, list_id: str, person_ids: list[str], row: np.ndarray | None = None) -> None:
+        """Persons created or moved; row: the one person's new index row when the caller has it."""
         self._moves += 1
         t = self._touched.setdefault(list_id, {})
+        ids = self._touched_ids.setdefault(list_id, [])
         for p in person_ids:
-            t.setdefault(p, len(t))
-        self._stale.setdefault(list_id, set()).update(person_ids)  # vectors read again at the next use
+            if p not in t:
+                t[p] = len(t)
+                ids.append(p)
+        stale = self._stale.setdefault(list_id, set())
+        if row is not None and len(person_ids) == 1:
+            self._rows_for(list_id, len(t))[t[person_ids[0]]] = row
+            stale.discard(person_ids[0])
+        else:
+            stale.update(person_ids)  # vectors read from the templates at the next use
+
+    def _rows_for(self, list_id: str, n: int) -> np.ndarray:
+        """The list's live matrix, grown to hold at least n rows."""
+        rows = self._live_rows.get(list_id)
+        if rows is None or len(rows) < n:
+            grown = np.zeros((max(64, 2 * n), self.queries.shape[1]), np.float32)
+            if rows is not None:
+                grown[: len(rows)] = rows
+            self._live_rows[list_id] = rows = grown
+        return rows
 
     def _live(self, list_id: str) -> tuple[list[str], np.ndarray]:
         t = self._touched.get(list_id, {})
         if not t:
             return [], np.zeros((0, self.queries.shape[1]), np.float32)
-        rows = self._live_rows.get(list_id)
-        if rows is None or len(rows) < len(t):
-            grown = np.zeros((max(64, 2 * len(t)), self.queries.shape[1]), np.float32)
-            if rows is not None:
-                grown[: len(rows)] = rows
-            self._live_rows[list_id] = rows = grown
+        rows = self._rows_for(list_id, len(t))
         stale = list(self._stale.pop(list_id, ()))
         if stale:
-            rows[[t[p] for p in stale]] = self.searcher.templates(list_id).vectors(stale)
-        return list(t), rows[: len(t)]
+            tmpl = self._templates.get(list_id) or self.searcher.templates(list_id)
+            rows[[t[p] for p in stale]] = tmpl.vectors(stale)
+        return self._touched_ids[list_id], rows[: len(t)]
 
     def search(
         self, list_ids: Iterable[str], face: int, k: int, *, exclude: Collection[str] = ()
     ) -> list[tuple[str, str, float]]:
         """The k best (person_id, list_id, similarity) of face number ``face`` over the lists, best first."""
+        lids = list(dict.fromkeys(list_ids))
+        if len(lids) == 1:  # one list's hits come best first already
+            return [(p, lids[0], s) for p, s in self._list(lids[0], face, k, exclude)]
         merged = []
-        for lid in dict.fromkeys(list_ids):
+        for lid in lids:
             merged.extend((p, lid, s) for p, s in self._list(lid, face, k, exclude))
         return sorted(merged, key=lambda h: -h[2])[:k]
 
-    def _ranked(self, list_id: str, face: int) -> tuple[list[tuple[str, float]], float]:
-        """A face's candidates in a list, best first, and the score no other person of the list can beat.
+    def _ranked(self, list_id: str, face: int) -> list:
+        """A face's candidates in a list: [names, similarities (array), their order best first (None until
+        needed), the score no other person of the list can beat].
 
         Kept for the face's next search of the same list: a face searches a list for its matches and again
         for its person, and only its own assignment, after both, moves a template.
@@ -199,28 +222,41 @@ class ChunkSearch:
         sims, names, complete = self._start[list_id]
         moved, vecs = self._live(list_id)
         touched = self._touched[list_id]
-        ranked = [
-            (p, x)
-            for p, x in zip(names[face].tolist(), sims[face].tolist(), strict=True)
-            if p is not None and p not in touched
-        ]
-        if moved:
-            live = (vecs @ self.queries[face]).clip(-1.0, 1.0).tolist()
-            ranked = sorted(ranked + list(zip(moved, live, strict=True)), key=lambda h: -h[1])
+        row = names[face].tolist()
+        keep = [i for i, p in enumerate(row) if p is not None and p not in touched]
+        cand_names = [row[i] for i in keep]
+        cand = sims[face, keep]
+        order: list[int] | range | None = range(len(cand_names))  # start candidates come best first
+        if moved:  # the moved persons after the start candidates, ordered by a stable sort (ties: that order)
+            live = vecs @ self.queries[face]
+            np.minimum(live, 1.0, out=live)
+            np.maximum(live, -1.0, out=live)
+            cand = np.concatenate([cand, live])
+            cand_names += moved
+            order = None
         bound = -np.inf if complete or not sims.shape[1] else float(sims[face, -1])
-        self._memo = ((list_id, face, self._moves), (ranked, bound))
-        return ranked, bound
+        ranked = [cand_names, cand, order, bound]
+        self._memo = ((list_id, face, self._moves), ranked)
+        return ranked
 
     def _list(self, list_id: str, face: int, k: int, exclude: Collection[str]) -> list[tuple[str, float]]:
         if list_id not in self._start:
             return self.searcher.index(list_id).search(self.queries[face], k, exclude=exclude)[0]
-        ranked, bound = self._ranked(list_id, face)
+        ranked = self._ranked(list_id, face)
+        names, cand, order, bound = ranked
         hits = []
-        for h in ranked:
-            if h[0] not in exclude:
-                hits.append(h)
-                if len(hits) == k:
-                    break
+        if order is None and k == 1 and names:  # the usual question: the best one (argmax: the first of ties)
+            i = int(cand.argmax())
+            if names[i] not in exclude:
+                hits = [(names[i], float(cand[i]))]
+        if not hits:
+            if order is None:
+                order = ranked[2] = np.argsort(-cand, kind="stable").tolist()
+            for i in order:
+                if names[i] not in exclude:
+                    hits.append((names[i], float(cand[i])))
+                    if len(hits) == k:
+                        break
         if len(hits) == k and hits[-1][1] >= bound or bound == -np.inf:
             return hits
         self.fallbacks += 1
