@@ -158,12 +158,17 @@ def test_ivf_finds_near_duplicates():
     assert not found & set(new_ids[:10] + ids[:100])
 
 
-def test_auto_picks_ivf_at_exact_max(monkeypatch):
+def test_auto_answers_from_pq_candidates_at_exact_max_single_queries_included(monkeypatch):
     monkeypatch.setattr(index_mod, "EXACT_MAX", 2000)
     small = PersonIndex.build(uuids(1999), rand_unit(1999, 16), version=1)
-    big = PersonIndex.build(uuids(2000), rand_unit(2000, 16), version=1)
-    assert (small.kind, big.kind) == ("flat", "ivf")
+    ids, emb = uuids(2000), rand_unit(2000, 16)
+    big = PersonIndex.build(ids, emb, version=1)
+    assert (small.approximate, big.approximate) == (False, True)
     assert not small.needs_rebuild and not big.needs_rebuild
+    # one query at a time (the endpoint) finds the person itself among the candidates, exact score
+    for i in range(0, 2000, 97):
+        (pid, sim), *_ = big.search(emb[i : i + 1], 3)[0]
+        assert pid == ids[i] and sim == pytest.approx(1.0, abs=1e-5)
     small.add(uuids(5, seed=99), rand_unit(5, 17))
     assert small.needs_rebuild  # grew past EXACT_MAX: stays exact until rebuilt
 
