@@ -31,7 +31,7 @@ from ..models.attributes import AGE_BINS, RACES
 from ..settings import get_settings
 from .attributes import race_threshold
 from .network import HOLDOUT_PROBS, RACE_CLASS_WEIGHT_POWER, TASKS, figures, score
-from .wide_crops import extract_split
+from .wide_crops import cache_dir, extract_split
 
 SEED = 0
 EPOCHS = 10
@@ -40,7 +40,7 @@ LR = 3e-3
 WEIGHT_DECAY = 5e-4
 LABEL_SMOOTHING = 0.1
 WIDTHS = (24, 48, 96, 192)
-FUSION = 0.5  # weight of the CNN's probabilities against the branch's (fixed, not tuned)
+FUSIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # weights of the CNN's probabilities against the branch's, tried
 OUT = Path(__file__).resolve().parents[1] / "data" / "attribute_wide.onnx"
 
 
@@ -232,23 +232,38 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the branch's saved holdout is not the one derived here: rerun train.network")
     both = np.array([str(s) in row for s in branch["image"]])
     hold = np.array([row[str(s)] for s in branch["image"][both]])
+    torch.save(model.state_dict(), cache_dir("train").parent / "holdout_model.pt")  # for later analysis
     q = predict(model, data["crops"], hold)
     p = {t: branch[t][both] for t in TASKS}
-    fused = {t: (1 - FUSION) * p[t] + FUSION * q[t] for t in TASKS}
+    mix = lambda w, rows=slice(None): {t: (1 - w) * p[t][rows] + w * q[t][rows] for t in TASKS}  # noqa: E731
+    by_weight = {w: score(figures(mix(w), data, hold)) for w in FUSIONS}
+    weight = max(FUSIONS, key=lambda w: (by_weight[w], -w))  # ties: the smaller weight
+    # the weight is chosen on the holdout, so also report it cross-fitted: chosen on one half, measured on the other
+    halves = np.arange(len(hold)) % 2 == 0
+    cross = {t: np.zeros_like(p[t]) for t in TASKS}
+    for a in (halves, ~halves):
+        w_a = max(FUSIONS, key=lambda w, a=a: (score(figures(mix(w, a), data, hold[a])), -w))
+        for t in TASKS:
+            cross[t][~a] = mix(w_a, ~a)[t]
+    fused = mix(weight)
     y = data["race"][hold]
     race_min = race_threshold(fused["race"], y)
     report = {
         "faces": len(hold),
         "branch": figures(p, data, hold),
         "wide_cnn": figures(q, data, hold),
+        "fusion_weight": weight,
+        "score_by_weight": {str(w): v for w, v in by_weight.items()},
         "fused": figures(fused, data, hold),
+        "fused_cross_fitted": figures(cross, data, hold),
         "fused_race_min_score": race_min,
         "fused_race_accuracy_unknown_wrong": float(
             ((fused["race"].argmax(1) == y) & (fused["race"].max(1) >= race_min)).mean()
         ),
     }
-    report["keep"] = score(report["fused"]) > score(report["branch"])
-    for k in ("branch", "wide_cnn", "fused"):
+    report["keep"] = weight > 0 and score(report["fused_cross_fitted"]) > score(report["branch"])
+    log(f"fusion weight {weight}; score by weight {json.dumps(report['score_by_weight'])}")
+    for k in ("branch", "wide_cnn", "fused", "fused_cross_fitted"):
         log(f"holdout {k}: " + json.dumps({a: round(b, 4) for a, b in report[k].items() if not isinstance(b, dict)}))
     log(f"race recall fused: {json.dumps({c: round(v, 3) for c, v in report['fused']['race_recall'].items()})}")
     if args.report:
@@ -263,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "tasks": {"gender": ["female", "male"], "age": list(AGE_BINS), "race": list(RACES)},
         "input": f"RGB 0..255, [N, 3, {WIDE_SIZE}, {WIDE_SIZE}], models/align.wide_crop; face and mirror averaged",
-        "fusion_weight": FUSION,
+        "fusion_weight": weight,
         "race_min_score": race_min,
         "epochs": args.epochs,
         "trained_on": f"FairFace train + train_extra minus the holdout ({len(fit_idx)} faces; CC BY 4.0, "
