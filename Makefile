@@ -48,7 +48,6 @@ accuracy: setup
 train-attributes: setup
 	$(BIN)/pip install -q -e '.[train]'
 	$(BIN)/python -m enface_batch.train.network
-	$(BIN)/python -m enface_batch.train.wide_net
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
