@@ -20,7 +20,8 @@ command within a CPU budget). FairFace val is never read here. Seeds fixed (two 
 
 Measured (docs/model_card_attributes.md): 10 epochs, about 40 s each on 2 free cores (3-7 min on the shared
 machine), reach gender 82.2 %, race 52.2 % on the holdout, far below the branch (93.3 / 70.2 %); averaged
-half and half with the branch it lowers every figure, so nothing ships.
+half and half with the branch it lowers every figure; the best weight (0.1) gains nothing cross-fitted, so
+nothing ships.
 """
 
 from __future__ import annotations
