@@ -336,9 +336,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--detector", default="yunet+retinaface")
     ap.add_argument(
         "--attribute-model",
-        choices=("net", "heads"),
+        choices=("net", "branch", "heads"),
         default=None,
-        help="the attribute network or the earlier linear heads (default: what the pack picks); for before/after",
+        help="the attribute network (branch + wide-crop CNN), its branch alone or the earlier linear heads "
+        "(default: what the pack picks); for before/after",
     )
     args = ap.parse_args(argv)
     out = args.out or (Path(tempfile.mkdtemp(prefix="enface-accuracy-")) if args.quick else REPORT_DIR)
@@ -347,7 +348,8 @@ def main(argv: list[str] | None = None) -> dict:
     t_all = time.time()
     pack = load_pack(detector=args.detector)
     if args.attribute_model and hasattr(pack.attributes, "use_net"):
-        pack.attributes.use_net = args.attribute_model == "net"
+        pack.attributes.use_net = args.attribute_model != "heads"
+        pack.attributes._use_wide = args.attribute_model == "net"
         pack.models["attributes"] += f" ({args.attribute_model})"
     an = Analyzer(pack)
     q = QUICK if args.quick else {}

@@ -1,7 +1,7 @@
 """Images/second of `enface detect` on real photos (the same code path as the CLI), on this machine.
 
     python bench/detect_throughput.py [FOLDER ...] [--features gender,age] [--repeat 1] [--attribute-model net]
-    python bench/detect_throughput.py --features gender,age,race --compare-attributes   # heads vs net, one run
+    python bench/detect_throughput.py --features gender,age,race --compare-attributes   # heads / branch / net
 
 Default folders: deepface_tests/images (65 photos, many 12+ MP phone shots) and group_photos (44 group photos,
 some with 100+ small faces) from ../shared/data. Model loading is timed apart from the run.
@@ -29,9 +29,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument(
         "--attribute-model",
-        choices=("net", "heads"),
+        choices=("net", "branch", "heads"),
         default=None,
-        help="the embedded pack's attribute network or the earlier linear heads (default: what the pack picks)",
+        help="the embedded pack's attribute network (branch + wide-crop CNN), its branch alone (what shipped "
+        "before the wide CNN) or the earlier linear heads (default: what the pack picks)",
     )
     ap.add_argument(
         "--compare-attributes",
@@ -47,7 +48,8 @@ def main() -> None:
     t0 = time.perf_counter()
     an = Analyzer(load_pack())
     if args.attribute_model:
-        an.pack.attributes.use_net = args.attribute_model == "net"
+        an.pack.attributes.use_net = args.attribute_model != "heads"
+        an.pack.attributes._use_wide = args.attribute_model == "net"
     load_s = time.perf_counter() - t0
     list(an.analyze_uris(uris[:2], features=feats, multi=True))  # warm-up: first inference allocates
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -76,10 +78,13 @@ def _timed(an: Analyzer, uris: list[str], feats: list[str]) -> tuple[float, int]
 
 
 def compare(uris: list[str], feats: list[str], repeat: int) -> None:
-    """Wall time per face with no features, with the linear heads and with the network, interleaved."""
-    an = {m: Analyzer(load_pack()) for m in ("none", "heads", "net")}
+    """Wall time per face with no features, the linear heads, the branch alone (the network before the wide-crop
+    CNN) and the network (branch + wide-crop CNN), interleaved."""
+    an = {m: Analyzer(load_pack()) for m in ("none", "heads", "branch", "net")}
     an["heads"].pack.attributes.use_net = False
-    an["net"].pack.attributes.use_net = True
+    for m in ("branch", "net"):
+        an[m].pack.attributes.use_net = True
+        an[m].pack.attributes._use_wide = m == "net"
     for m, a in an.items():  # warm-up: first inference allocates, and the attribute models load lazily
         list(a.analyze_uris(uris[:2], features=[] if m == "none" else feats, multi=True))
     wall = {m: 0.0 for m in an}
@@ -89,16 +94,17 @@ def compare(uris: list[str], feats: list[str], repeat: int) -> None:
             w, faces = _timed(a, uris, [] if m == "none" else feats)
             wall[m] += w
     print(f"machine: {os.cpu_count()} cores; {len(uris)} images, {faces} faces per pass, {max(1, repeat)} pass(es)")
-    print(f"features {feats}; each pass runs no features, the linear heads, the network, one after the other")
+    print(f"features {feats}; each pass runs no features, the linear heads, the branch, the network, in turn")
     print("| attributes | wall s | ms per face | ms per face over no features |")
     print("|---|---|---|---|")
     per = {m: wall[m] * 1000 / (faces * max(1, repeat)) for m in wall}
     for m in an:
         print(f"| {m} | {wall[m]:.1f} | {per[m]:.1f} | {per[m] - per['none']:.1f} |")
-    print(
-        f"network / heads, whole cost per face: {per['net'] / per['heads']:.2f}x; attribute part only: "
-        f"{(per['net'] - per['none']) / max(per['heads'] - per['none'], 1e-9):.2f}x"
-    )
+    for base in ("heads", "branch"):
+        print(
+            f"network / {base}, whole cost per face: {per['net'] / per[base]:.2f}x; attribute part only: "
+            f"{(per['net'] - per['none']) / max(per[base] - per['none'], 1e-9):.2f}x"
+        )
 
 
 if __name__ == "__main__":

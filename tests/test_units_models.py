@@ -115,3 +115,56 @@ def test_age_years_stay_inside_the_chosen_bin():
         assert age_bin(round(float(y), 1)) == AGE_BINS[b]  # rounding to 0.1 never crosses an edge
     assert years[4] == 33.0  # inside its bin (30-39): unchanged
     assert len(AGE_EDGES) == len(AGE_BINS) + 1
+
+
+def _constant_wide_net(path, logits: dict[str, list[float]], weight: float, race_min: float) -> None:
+    """A stand-in wide-crop network: reads a [N, 3, 64, 64] crop, answers the same probabilities for every face."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("ReduceMean", ["wide"], ["pooled"], axes=[2, 3], keepdims=0)]
+    inits, outs = [], []
+    for task, b in logits.items():
+        w = helper.make_tensor(f"{task}_w", TensorProto.FLOAT, [3, len(b)], [0.0] * (3 * len(b)))
+        bias = helper.make_tensor(f"{task}_b", TensorProto.FLOAT, [len(b)], b)
+        inits += [w, bias]
+        nodes += [
+            helper.make_node("MatMul", ["pooled", f"{task}_w"], [f"{task}_z"]),
+            helper.make_node("Add", [f"{task}_z", f"{task}_b"], [f"{task}_l"]),
+            helper.make_node("Softmax", [f"{task}_l"], [f"{task}_p"], axis=1),
+        ]
+        outs.append(helper.make_tensor_value_info(f"{task}_p", TensorProto.FLOAT, ["n", len(b)]))
+    x = helper.make_tensor_value_info("wide", TensorProto.FLOAT, ["n", 3, 64, 64])
+    model = helper.make_model(
+        helper.make_graph(nodes, "wide", [x], outs, inits), opset_imports=[helper.make_opsetid("", 13)]
+    )
+    model.ir_version = 8
+    model.metadata_props.add(key="enface_meta", value=json.dumps({"fusion_weight": weight, "race_min_score": race_min}))
+    onnx.save(model, str(path))
+
+
+def test_the_wide_crop_network_is_averaged_with_the_branch_by_its_weight_and_sets_races_threshold(tmp_path):
+    from enface_batch.models.attribute_net import AttributeNet, shipped_net
+    from enface_batch.models.attributes import RACES
+
+    if shipped_net() is None:
+        pytest.skip("no attribute network in enface_batch/data")
+    logits = {"gender": [0.0, 2.0], "age": [float(i) for i in range(len(AGE_BINS))], "race": [1.0] * len(RACES)}
+    _constant_wide_net(tmp_path / "wide.onnx", logits, weight=0.25, race_min=0.33)
+    branch = AttributeNet(use_wide=False)
+    fused = AttributeNet(wide=tmp_path / "wide.onnx")
+    assert branch.wide is None and "wide" not in branch.blocks and "wide" in fused.blocks
+    assert fused.race_min_score == 0.33
+    rng = np.random.default_rng(0)
+    dim = branch.model.session.get_inputs()[1].shape[1]
+    first, *rest = branch.vec_blocks
+    feats = {"s14": rng.random((3, 1024, 7, 7), np.float32), first: rng.normal(size=(3, dim)).astype(np.float32)}
+    feats |= {b: np.zeros((3, 0), np.float32) for b in rest}
+    feats["wide"] = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    p, q = branch.proba(feats), fused.proba(feats)
+    for task, b in logits.items():
+        want = 0.75 * p[task] + 0.25 * softmax(np.array([b], np.float32))
+        np.testing.assert_allclose(q[task], want, atol=1e-5)
+        np.testing.assert_allclose(q[task].sum(1), 1.0, atol=1e-5)

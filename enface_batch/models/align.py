@@ -20,6 +20,12 @@ DLIB_CHIP = np.array(
     [[0.2951, 0.2939], [0.6903, 0.3014], [0.4837, 0.5299], [0.3166, 0.6699], [0.6679, 0.6791]], dtype=np.float32
 )
 
+# A wider view for the wide-crop attribute CNN: the ArcFace template shrunk to 75 % and moved up a little, so
+# hair, ears, neck and some background show (the identity crop cuts them). Not wider: FairFace's crops (the
+# training data) end just above the head, so a wider view would mostly show replicated border there.
+WIDE_SIZE = 64
+WIDE_TEMPLATE = ((ARCFACE_112 / 112.0 - 0.5) * 0.75 + np.array([0.5, 0.45])).astype(np.float32)
+
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation) mapping src points onto dst (Umeyama).
@@ -55,6 +61,10 @@ def arcface_crop(rgb: np.ndarray, kps: np.ndarray, size: int = 112) -> np.ndarra
 
 def chip_crop(rgb: np.ndarray, kps: np.ndarray, size: int) -> np.ndarray:
     return warp(rgb, kps, DLIB_CHIP * size, size)
+
+
+def wide_crop(rgb: np.ndarray, kps: np.ndarray, size: int = WIDE_SIZE) -> np.ndarray:
+    return warp(rgb, kps, WIDE_TEMPLATE * size, size)
 
 
 def rotated_box(box: np.ndarray, kps: np.ndarray) -> list[list[float]]:

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .align import arcface_crop, chip_crop
+from .align import arcface_crop, chip_crop, wide_crop
 from .attribute_net import AttributeNet, net_meta, net_version, shipped_net
 from .attributes import AGE_BINS, AGE_EDGES, RACES, Attributes, softmax
 from .session import Model
@@ -49,7 +49,7 @@ class FaceFeatures:
     the mirror's map flipped back before averaging: what the attribute network reads). Only the blocks asked for
     are computed. "genp" / "genf" / "genh": Cydral gender-v1's probabilities, its last conv map average-pooled and
     its 16-unit hidden layer (32 px dlib chip, more hair and head outline than SFace's crop), when a gender-v1
-    file is given."""
+    file is given. "wide": the 64 px wide aligned crops themselves ([N, 64, 64, 3] uint8, face view only)."""
 
     SFACE_MAPS = {"c14": "conv_14_relu", "m13": "conv_13_relu", "m12": "conv_12_relu"}
     SPATIAL = {"s14": "conv_14_relu"}
@@ -115,6 +115,8 @@ class FaceFeatures:
             chip = views(np.stack([chip_crop(rgb, k, 64) for k in kps])).astype(np.float32)
             agep, agef = self._run(self.age, ((chip - self.CYDRAL_MEAN) / 256.0).transpose(0, 3, 1, 2))
             out.update(agep=mean(agep), agef=mean(agef))
+        if "wide" in self.blocks:  # the wide-crop CNN's input, uint8; that network runs the mirror itself
+            out["wide"] = np.stack([wide_crop(rgb, k) for k in kps])
         if self.gender is not None:
             chip = views(np.stack([chip_crop(rgb, k, 32) for k in kps])).astype(np.float32)
             genp, genf, genh = self._run(self.gender, ((chip - self.CYDRAL_MEAN) / 256.0).transpose(0, 3, 1, 2))
@@ -185,6 +187,7 @@ class FairFaceHeads(Attributes):
         threads: int | None = None,
         share_embedding: bool = False,
         gender_model: str | Path | None = None,
+        use_wide: bool | None = None,
     ) -> None:
         # share_embedding: the pack's embedder is this same SFace file on the same ArcFace crop, so the face view's
         # embedding computed here is handed to the analyser (key "_embedding") instead of being computed twice.
@@ -195,6 +198,7 @@ class FairFaceHeads(Attributes):
         self._heads_path, self._heads = heads, None
         self.use_net = (net is not None or shipped_net() is not None) if use_net is None else use_net
         self._net_path, self._net = net, None
+        self._use_wide = use_wide  # the wide-crop CNN fused with the network (default: when the package ships it)
         info = json.loads(Path(manifest).read_text())
         self.age_weights = np.asarray(info["models"]["age"]["age_weights"], np.float32)
 
@@ -207,7 +211,7 @@ class FairFaceHeads(Attributes):
     @property
     def net(self) -> AttributeNet:
         if self._net is None:
-            self._net = AttributeNet(self._net_path, threads=self._threads)
+            self._net = AttributeNet(self._net_path, threads=self._threads, use_wide=self._use_wide)
         return self._net
 
     def proba(self, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

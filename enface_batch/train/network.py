@@ -33,7 +33,7 @@ import numpy as np
 
 from ..models.attributes import AGE_BINS, RACES
 from .attributes import race_threshold  # race answers "unknown" below the top score where held-out answers reach 70 %
-from .features import extract_split
+from .features import cache_dir, extract_split
 
 SEED = 0
 HOLDOUT = 0.15
@@ -50,6 +50,7 @@ BATCH = 128
 EPOCHS = 8
 RACE_CLASS_WEIGHT_POWER = 0.5  # race loss weighted by (frequency)^-power: recall of the rarer classes
 OUT = Path(__file__).resolve().parents[1] / "data" / "attribute_net.onnx"
+HOLDOUT_PROBS = cache_dir("train").parent / "holdout_probs.npz"  # the holdout run's predictions, for wide_net
 TASKS = {"gender": 2, "age": len(AGE_BINS), "race": len(RACES)}
 
 
@@ -299,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         "best_epoch": max(history, key=score)["epoch"],
     }
     log(f"holdout after {args.epochs} epochs: {json.dumps(holdout)}")
+    # the wide-crop CNN (train/wide_net.py) is fused with these held-out probabilities and judged on them
+    HOLDOUT_PROBS.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(HOLDOUT_PROBS, image=data["image"][hold], **{t: p[t] for t in TASKS})
     vs = versus_heads(data, hold, p)
     holdout["vs_linear_heads"] = {k: v for k, v in vs.items() if not k.startswith("_")}
     log(f"against the shipped linear heads: {json.dumps(holdout['vs_linear_heads'])}")
