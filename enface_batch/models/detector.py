@@ -221,7 +221,10 @@ class RefinedDetector:
         return self.primary.session
 
     def detect(self, rgb: np.ndarray) -> Detections:
-        det = self.primary.detect(rgb)
+        return self.refine(rgb, self.primary.detect(rgb))
+
+    def refine(self, rgb: np.ndarray, det: Detections) -> Detections:
+        """The primary detector's faces with their landmarks re-placed by the refiner where it agrees."""
         if not len(det):
             return det
         mats, crops = [], []
