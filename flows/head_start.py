@@ -6,13 +6,19 @@ the threads runner the flow's workers are threads of this very process sharing o
 would analyse first can be analysed here meanwhile: `HeadStart` plans the first source (plan() only reads the
 lake and the files), and analyses its chunks in order on one thread until the flow begins. The flow's task for
 such a chunk then takes the result instead of analysing the images again (`take`), so the run, its tasks and
-its tables are exactly what they would be without it. Nothing is written here; a chunk the flow cuts
-differently (a file changed in between) is simply analysed by the task as usual.
+its tables are what they would be without it. Nothing is written here; a chunk the flow cuts differently (a
+file changed in between) is simply analysed by the task as usual.
+
+It must not slow the server's start, which is what the command waits for: the thread lowers its own priority
+(nice +10, Linux), so it runs on what the server and the other jobs leave idle, and it embeds each chunk's faces
+on itself in one batch instead of the analyzer's embed pool (whose threads, made here, would inherit the low
+priority and keep it for the workers).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent.futures import Future
 
@@ -63,6 +69,9 @@ class HeadStart:
             return sum(f.done() for f in self._results.values())
 
     def _run(self) -> None:
+        _lower_priority()
+        # Its own Analyzer over the same models: one batch per chunk, embedded on this thread (no pool threads).
+        an = Analyzer(self.analyzer.pack, batch_size=1 << 16, decode_max_side=self.analyzer.decode_max_side)
         try:
             lk = Lake(self.lake, create=False)
             wanted = [s for s in list_sources(lk) if s["uri"]]
@@ -80,8 +89,17 @@ class HeadStart:
                         return
                     self._results[(tuple(chunk), tuple(features))] = fut
                 try:
-                    fut.set_result(analyze_chunk(self.analyzer, chunk, features))
+                    fut.set_result(analyze_chunk(an, chunk, features))
                 except BaseException as exc:  # the flow's task gets the same error it would have got itself
                     fut.set_exception(exc)
         except Exception as exc:  # planning failed: the flow plans again and reports the error itself
             log.debug("head start gave up: %s", exc)
+
+
+def _lower_priority(step: int = 10) -> None:
+    """Nice this thread (Linux threads have their own nice value; threads it starts inherit it)."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at the usual priority
+        pass
