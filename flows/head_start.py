@@ -10,9 +10,9 @@ its tables are what they would be without it. Nothing is written here; a chunk t
 file changed in between) is simply analysed by the task as usual.
 
 It must not slow the server's start, which is what the command waits for: the thread lowers its own priority
-(nice +10, Linux), so it runs on what the server and the other jobs leave idle, and it embeds each chunk's faces
-on itself in one batch instead of the analyzer's embed pool (whose threads, made here, would inherit the low
-priority and keep it for the workers).
+(nice +10, Linux), so it runs on what the server and the other jobs leave idle. It analyses through its own
+Analyzer over the same models: that Analyzer's embed pool is made here, so its threads inherit the low priority,
+while the workers' pool (made by a worker thread later) keeps the usual one.
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ class HeadStart:
 
     def _run(self) -> None:
         _lower_priority()
-        # Its own Analyzer over the same models: one batch per chunk, embedded on this thread (no pool threads).
-        an = Analyzer(self.analyzer.pack, batch_size=1 << 16, decode_max_side=self.analyzer.decode_max_side)
+        # Its own Analyzer over the same models (and batch size): its embed pool threads are niced like this one.
+        src = self.analyzer
+        an = Analyzer(src.pack, batch_size=src.batch_size, decode_max_side=src.decode_max_side)
         try:
             lk = Lake(self.lake, create=False)
             wanted = [s for s in list_sources(lk) if s["uri"]]
