@@ -10,7 +10,8 @@ faces) and all 3,811 lfw_dev photos (--lfw N keeps the first N, for a quick look
 (b) `enface run` (the scan flow, default pack, auto-enrolment on, no attributes: face_recognition computes none
     either; --features gender,age adds them) over the same folder into a fresh lake;
     wall time of the whole command, and of the flow's own loop (summary seconds, without Prefect's temporary
-    server start-up and model loading);
+    server start-up and model loading; the threads runner analyses the first chunks while that server starts,
+    flows/head_start.py, so (b') leaves out those chunks' analysis and is an upper bound of the loop's rate);
 (c) the floor: per image, decode plus the models' own inference, measured alone in one process on one core,
     scaled to all cores (perfect scaling assumed).
 Peak memory is the largest resident set of the command and its children.

@@ -19,6 +19,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 
 from enface_batch.analyze import Analyzer, ImageResult
 from enface_batch.flows import prefect_server
+from enface_batch.flows.head_start import HeadStart
 from enface_batch.flows.progress import hook as progress_hook
 from enface_batch.flows.progress import report as report_progress
 from enface_batch.flows.progress import reporting
@@ -41,6 +42,7 @@ from enface_batch.scan import (
 from enface_batch.settings import get_settings
 
 _ANALYZERS: dict[int | None, Analyzer] = {}
+_HEAD: HeadStart | None = None  # chunks analysed while the Prefect API started (threads runner only)
 
 
 def worker_analyzer(threads: int | None = None) -> Analyzer:
@@ -52,7 +54,8 @@ def worker_analyzer(threads: int | None = None) -> Analyzer:
 
 @task(name="analyze-chunk", retries=1, persist_result=False, log_prints=False)
 def analyze_chunk_task(uris: list[str], features: list[str], threads: int | None) -> list[ImageResult]:
-    return analyze_chunk(worker_analyzer(threads), uris, features)
+    ahead = _HEAD.take(uris, features) if _HEAD is not None else None
+    return ahead if ahead is not None else analyze_chunk(worker_analyzer(threads), uris, features)
 
 
 def worker_threads(workers: int | None) -> int:
@@ -152,6 +155,9 @@ def upkeep_task(lake_uri: str, every: int) -> dict | None:
 
 def _scan(sources: list[str] | None, lk: Lake, chunk_size: int, workers: int | None, commit_images: int) -> list[dict]:
     log = get_run_logger()
+    if _HEAD is not None:
+        _HEAD.stop()  # the workers take over; what it analysed is handed to their tasks
+        log.debug(f"{_HEAD.done} chunk(s) analysed while the Prefect API started")
     workers = workers or cores()
     threads = worker_threads(workers)
     writer_analyzer = worker_analyzer(threads)
@@ -220,15 +226,25 @@ def run_scan(
     chunk_size: int = CHUNK_IMAGES,
     commit_images: int = COMMIT_IMAGES,
     on_progress: Callable[..., None] | None = None,
+    head_start: bool = True,
 ) -> list[dict]:
     """Run the scan flow with the chosen task runner (a temporary Prefect server starts if none is set).
 
     ``on_progress(source_name, images_done, images_total, faces)`` is called after each chunk is written
-    (the CLI draws it on a terminal); without it the flow logs a line per chunk instead.
+    (the CLI draws it on a terminal); without it the flow logs a line per chunk instead. With the threads runner
+    and ``head_start``, the first chunks are analysed while the Prefect API starts (flows/head_start.py).
     """
+    global _HEAD
     prefect_server.start()
-    worker_analyzer(worker_threads(workers))  # the flow process needs the models too: load them meanwhile
+    analyzer = worker_analyzer(worker_threads(workers))  # the flow process needs the models too: load them meanwhile
     flow_ = scan.with_options(task_runner=make_runner(runner, workers, dask_address))
     kwargs = dict(sources=sources, lake=lake, chunk_size=chunk_size, workers=workers, commit_images=commit_images)
-    with reporting(on_progress):
-        return prefect_server.run_flow(flow_, **kwargs)
+    if head_start and runner == "threads":
+        _HEAD = HeadStart(analyzer, lake, sources, chunk_size).start()
+    try:
+        with reporting(on_progress):
+            return prefect_server.run_flow(flow_, **kwargs)
+    finally:
+        if _HEAD is not None:
+            _HEAD.stop()
+        _HEAD = None

@@ -222,3 +222,50 @@ def test_enface_run_without_a_prefect_server_starts_one_records_the_run_and_stop
     # The run is in the Prefect database of PREFECT_HOME, for `prefect server start` to show later.
     with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:
         assert db.execute("select state_type from flow_run where name is not null").fetchall() == [("COMPLETED",)]
+
+
+def test_chunks_analysed_while_prefect_starts_give_the_same_tables(tmp_path, test_data, monkeypatch, analyzer):
+    """`enface run` analyses the first chunks before the Prefect API answers (flows/head_start.py): a scan whose
+    every chunk was analysed ahead writes the same tables as one whose tasks analysed them, and each chunk is
+    handed over once."""
+    from enface_batch.flows import scan as scan_flow
+    from enface_batch.flows.head_start import HeadStart
+    from enface_batch.scan import analyze_chunk, chunks, plan
+
+    build_archive(tmp_path / "archive", test_data)
+    ahead_lake, plain_lake = Lake(tmp_path / "ahead"), Lake(tmp_path / "plain")
+    sid = setup_source(ahead_lake, str(tmp_path / "archive"))
+    setup_source(plain_lake, str(tmp_path / "archive"))
+
+    head = HeadStart(analyzer, ahead_lake.uri, None, chunk_size=4).start()
+    head.wait(300)
+    todo = list(chunks(plan(ahead_lake, sid), 4))
+    assert head.done == len(todo) == 3
+    first = head.take(todo[0], ["gender", "age"])
+    again = analyze_chunk(analyzer, todo[0], ["gender", "age"])
+    assert [(r.uri, r.status, len(r.faces)) for r in first] == [(r.uri, r.status, len(r.faces)) for r in again]
+    for a, b in zip(first, again, strict=True):
+        for fa, fb in zip(a.faces, b.faces, strict=True):
+            assert float(fa.embedding @ fb.embedding) > 0.9999 and fa.features["gender"] == fb.features["gender"]
+    assert head.take(todo[0], ["gender", "age"]) is None  # given once
+    assert head.take(todo[1], []) is None  # other features: the task analyses the chunk itself
+
+    taken = []
+
+    class AllAhead(HeadStart):
+        def start(self):
+            super().start().wait(300)  # every chunk is ready before the flow starts
+            return self
+
+        def take(self, uris, features):
+            got = super().take(uris, features)
+            taken.append(got is not None)
+            return got
+
+    monkeypatch.setattr(scan_flow, "HeadStart", AllAhead)
+    (summary,) = scan_flow.run_scan(lake=ahead_lake.uri, runner="threads", workers=2, chunk_size=4)
+    assert taken == [True, True, True]
+    scan_flow.run_scan(lake=plain_lake.uri, runner="threads", workers=2, chunk_size=4, head_start=False)
+    assert counts(ahead_lake) == counts(plain_lake) == EXPECTED
+    assert content(ahead_lake) == content(plain_lake)
+    assert summary["persons_created"] == 6 and scan_flow._HEAD is None

@@ -263,6 +263,10 @@ class RefinedDetector:
     def detect_many(self, images: Sequence[np.ndarray], *, max_batch: int = 8) -> list[Detections]:
         return self._refine(images, self.primary.detect_many(images, max_batch=max_batch))
 
+    def refine(self, rgb: np.ndarray, det: Detections) -> Detections:
+        """The primary detector's faces with their landmarks re-placed by the refiner where it agrees."""
+        return self._refine([rgb], [det])[0]
+
     def _refine(self, images: Sequence[np.ndarray], dets: list[Detections]) -> list[Detections]:
         """Re-place each face's landmarks from the refiner, all faces of all images in shared runs."""
         mats, crops, owner = [], [], []
