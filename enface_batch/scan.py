@@ -314,8 +314,16 @@ class ScanWriter:
             for sha in shas
             for e in self.plan.aliases.get(sha, [])
         ]
-        if rows:
-            self.lake.upsert("files", rows, keys=["uri", "source_id"])
+        # A file the table has no row for is appended: a MERGE scans the whole files table, which grows with
+        # the archive (57-69 ms against 3-12 ms for 64 rows into a 200k-row table), once per commit.
+        recorded = self.plan.recorded
+        new = [r for r in rows if r["uri"] not in recorded]
+        seen = [r for r in rows if r["uri"] in recorded]
+        if new:
+            self.lake.append("files", new)
+            recorded.update(r["uri"] for r in new)  # written now: a later commit of this run replaces it
+        if seen:
+            self.lake.upsert("files", seen, keys=["uri", "source_id"])
 
     def _stage_refused(self) -> None:
         """Files the listing refused to read (FIFOs, devices, links out of the source): one error row each."""

@@ -160,6 +160,7 @@ class Plan:
     refused: list[FileEntry] = field(default_factory=list)  # changed files recorded without reading them
     storage_failed: list[tuple[FileEntry, str]] = field(default_factory=list)  # (file, message): retried next run
     stale_errors: set[str] = field(default_factory=set)  # "unreadable:<uri>" image rows of files now readable
+    recorded: set[str] = field(default_factory=set)  # uris the files table already has a row for (any state)
 
     def key(self, uri: str) -> str:
         """The images key a file of this plan is recorded under: its content hash, or unreadable:<uri>."""
@@ -176,10 +177,8 @@ def plan(lake: ReadLake, source_id: str, *, hash_threads: int = 8) -> Plan:
         raise ValueError(f"source {source['name']!r} ({source_id}) has no uri to scan; set one with `enface apply`")
     files = list_files(source["uri"])
     sid = source["source_id"]
-    known_files = {
-        (r["uri"], r["size_bytes"], r["mtime"])
-        for r in lake.read("files", where={"source_id": sid}, columns=["uri", "size_bytes", "mtime"]).to_pylist()
-    }
+    file_rows = lake.read("files", where={"source_id": sid}, columns=["uri", "size_bytes", "mtime"]).to_pylist()
+    known_files = {(r["uri"], r["size_bytes"], r["mtime"]) for r in file_rows}
     known = set(lake.read("images", where={"source_id": sid}, columns=["image_sha256"])["image_sha256"].to_pylist())
     unchanged = [f for f in files if (f.uri, f.size, f.mtime) in known_files]
     changed = [f for f in files if (f.uri, f.size, f.mtime) not in known_files]
@@ -207,4 +206,5 @@ def plan(lake: ReadLake, source_id: str, *, hash_threads: int = 8) -> Plan:
     # replaced by the row of the content once it is read.
     stale = {f"unreadable:{e.uri}" for k, es in aliases.items() if not k.startswith("unreadable:") for e in es}
     stale &= known
-    return Plan(source, files, unchanged, analyse, aliases, refused, storage_failed, stale)
+    recorded = {r["uri"] for r in file_rows}
+    return Plan(source, files, unchanged, analyse, aliases, refused, storage_failed, stale, recorded)

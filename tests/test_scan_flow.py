@@ -116,6 +116,17 @@ def test_scan_counts_rerun_and_incremental_add(tmp_path, test_data):
     assert third["images_new"] == 1 and third["duplicates"] == 1 and third["persons_created"] == 1
     assert counts(lake) == {"files": 13, "images": 11, "faces": 10, "actions": 10, "persons": 7}
 
+    # an edited file: analysed again, and its one files row now names the new content (replaced, not added)
+    shutil.copy(test_data / EX / "lin-manuel-miranda.png", tmp_path / "archive/2020/notes.txt")
+    (fourth,) = run_scan(lake=lake.uri, runner="threads", workers=2)
+    assert fourth["images_new"] == 0 and fourth["duplicates"] == 1  # its content is lin.png's, known
+    files = [r for r in lake.read("files").to_pylist() if r["uri"].endswith("notes.txt")]
+    assert (
+        len(files) == 1
+        and files[0]["sha256"] == {Path(r["uri"]).name: r["sha256"] for r in lake.read("files").to_pylist()}["lin.png"]
+    )
+    assert lake.read("files").num_rows == 13
+
 
 def test_scan_with_archive_and_lake_on_s3(tmp_path, test_data, s3_endpoint):
     import s3fs
