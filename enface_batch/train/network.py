@@ -218,6 +218,13 @@ def score(h: dict) -> float:
 
 
 def export(model, vec_dim: int, out: Path, meta: dict) -> None:
+    import torch
+
+    export_onnx(model, (torch.zeros(2, 1024, 7, 7), torch.zeros(2, vec_dim)), ["s14", "vec"], out, meta)
+
+
+def export_onnx(model, args: tuple, input_names: list[str], out: Path, meta: dict) -> None:
+    """The model with softmax heads as ONNX (batch axis dynamic), `meta` as JSON in its metadata."""
     import onnx
     import torch
 
@@ -228,18 +235,17 @@ def export(model, vec_dim: int, out: Path, meta: dict) -> None:
             super().__init__()
             self.m = m
 
-        def forward(self, s14, vec):
-            return tuple(torch.softmax(o, 1) for o in self.m(s14, vec))
+        def forward(self, *x):
+            return tuple(torch.softmax(o, 1) for o in self.m(*x))
 
-    args = (torch.zeros(2, 1024, 7, 7), torch.zeros(2, vec_dim))
     tmp = out.with_suffix(".tmp.onnx")
     torch.onnx.export(
         WithSoftmax(model),
         args,
         str(tmp),
-        input_names=["s14", "vec"],
+        input_names=input_names,
         output_names=[f"{t}_p" for t in TASKS],
-        dynamic_axes={"s14": {0: "n"}, "vec": {0: "n"}, **{f"{t}_p": {0: "n"} for t in TASKS}},
+        dynamic_axes={**{n: {0: "n"} for n in input_names}, **{f"{t}_p": {0: "n"} for t in TASKS}},
         opset_version=17,
         dynamo=False,
     )

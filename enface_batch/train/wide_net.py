@@ -39,7 +39,7 @@ from ..models.align import WIDE_SIZE
 from ..models.attributes import AGE_BINS, RACES
 from ..settings import get_settings
 from .attributes import race_threshold
-from .network import HOLDOUT_PROBS, RACE_CLASS_WEIGHT_POWER, TASKS, figures, score
+from .network import HOLDOUT_PROBS, RACE_CLASS_WEIGHT_POWER, TASKS, export_onnx, figures, score
 from .wide_crops import cache_dir, extract_split
 
 SEED = 0
@@ -180,34 +180,9 @@ def fit(data: dict, idx: np.ndarray, epochs: int, *, evaluate: np.ndarray | None
 
 
 def export(model, out: Path, meta: dict) -> None:
-    import onnx
     import torch
 
-    model.eval()
-
-    class WithSoftmax(torch.nn.Module):
-        def __init__(self, m) -> None:
-            super().__init__()
-            self.m = m
-
-        def forward(self, wide):
-            return tuple(torch.softmax(o, 1) for o in self.m(wide))
-
-    tmp = out.with_suffix(".tmp.onnx")
-    torch.onnx.export(
-        WithSoftmax(model),
-        (torch.zeros(2, 3, WIDE_SIZE, WIDE_SIZE),),
-        str(tmp),
-        input_names=["wide"],
-        output_names=[f"{t}_p" for t in TASKS],
-        dynamic_axes={"wide": {0: "n"}, **{f"{t}_p": {0: "n"} for t in TASKS}},
-        opset_version=17,
-        dynamo=False,
-    )
-    m = onnx.load(str(tmp))
-    m.metadata_props.add(key="enface_meta", value=json.dumps(meta))
-    onnx.save(m, str(out))
-    tmp.unlink()
+    export_onnx(model, (torch.zeros(2, 3, WIDE_SIZE, WIDE_SIZE),), ["wide"], out, meta)
 
 
 def main(argv: list[str] | None = None) -> int:
