@@ -123,7 +123,6 @@ def fit(
 ):
     """Train on rows idx for `epochs`; with `evaluate`, log holdout figures per epoch and return them too."""
     import torch
-    import torch.nn.functional as F
 
     torch.manual_seed(SEED)
     rng = np.random.default_rng(SEED)
@@ -145,15 +144,7 @@ def fit(
         for b in np.array_split(rng.permutation(idx), int(np.ceil(len(idx) / BATCH))):
             b = np.sort(b)
             out = model(torch.from_numpy(s14[b].astype(np.float32)), torch.from_numpy(vec[b]))
-            loss = sum(
-                F.cross_entropy(o, labels[t][b], weight=weights[t], label_smoothing=LABEL_SMOOTHING)
-                for o, t in zip(out, TASKS, strict=True)
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(b)
+            total += train_step(out, labels, weights, b, opt, sched)
         msg = f"epoch {ep + 1}/{epochs}: loss {total / len(idx):.3f} ({time.time() - t0:.0f}s)"
         if evaluate is not None:
             p = predict(model, s14, vec, evaluate)
@@ -215,6 +206,21 @@ def versus_heads(data: dict[str, np.ndarray], hold: np.ndarray, p: dict[str, np.
 def score(h: dict) -> float:
     """Model selection on the holdout: the three tasks' accuracies together (age counted right-or-adjacent)."""
     return h["gender"] + h["race"] + h["age_adjacent"] + 0.5 * h["age_bin"]
+
+
+def train_step(out: tuple, labels: dict, weights: dict, b: np.ndarray, opt, sched) -> float:
+    """One optimiser step on the summed multi-task loss of batch `b`; returns that loss times the batch size."""
+    import torch.nn.functional as F
+
+    loss = sum(
+        F.cross_entropy(o, labels[t][b], weight=weights[t], label_smoothing=LABEL_SMOOTHING)
+        for o, t in zip(out, TASKS, strict=True)
+    )
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+    return float(loss.detach()) * len(b)
 
 
 def export(model, vec_dim: int, out: Path, meta: dict) -> None:

@@ -39,7 +39,7 @@ from ..models.align import WIDE_SIZE
 from ..models.attributes import AGE_BINS, RACES
 from ..settings import get_settings
 from .attributes import race_threshold
-from .network import HOLDOUT_PROBS, RACE_CLASS_WEIGHT_POWER, TASKS, export_onnx, figures, score
+from .network import HOLDOUT_PROBS, RACE_CLASS_WEIGHT_POWER, TASKS, export_onnx, figures, score, train_step
 from .wide_crops import cache_dir, extract_split
 
 SEED = 0
@@ -47,7 +47,6 @@ EPOCHS = 10
 BATCH = 128
 LR = 3e-3
 WEIGHT_DECAY = 5e-4
-LABEL_SMOOTHING = 0.1
 WIDTHS = (24, 48, 96, 192)
 FUSIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # weights of the CNN's probabilities against the branch's, tried
 OUT = Path(__file__).resolve().parents[1] / "data" / "attribute_wide.onnx"
@@ -139,7 +138,6 @@ def predict(model, crops: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
 
 def fit(data: dict, idx: np.ndarray, epochs: int, *, evaluate: np.ndarray | None = None, log=print):
     import torch
-    import torch.nn.functional as F
 
     torch.manual_seed(SEED)
     gen = torch.Generator().manual_seed(SEED)
@@ -160,16 +158,7 @@ def fit(data: dict, idx: np.ndarray, epochs: int, *, evaluate: np.ndarray | None
         for b in np.array_split(rng.permutation(idx), per_epoch):
             b = np.sort(b)
             x = augment(torch.from_numpy(crops[b]).permute(0, 3, 1, 2).float(), gen)
-            out = model(x)
-            loss = sum(
-                F.cross_entropy(o, labels[t][b], weight=weights[t], label_smoothing=LABEL_SMOOTHING)
-                for o, t in zip(out, TASKS, strict=True)
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(b)
+            total += train_step(model(x), labels, weights, b, opt, sched)
         msg = f"epoch {ep + 1}/{epochs}: loss {total / len(idx):.3f} ({time.time() - t0:.0f}s)"
         if evaluate is not None:
             fig = figures(predict(model, crops, evaluate), data, evaluate)
