@@ -20,7 +20,6 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from .session import Model
 
@@ -53,6 +52,8 @@ def net_version() -> str | None:
 
 def net_meta(data: bytes) -> dict:
     """The training metadata stored in the network's ONNX file (blocks read, classes, thresholds, holdout)."""
+    import onnx  # here, not at import: see models/convert.py
+
     return json.loads({p.key: p.value for p in onnx.load_from_string(data).metadata_props}["enface_meta"])
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
+
+if TYPE_CHECKING:  # importing onnx (with ml_dtypes) costs ~0.45 s; only fetching and some packs need it
+    import onnx
 
 
 def fold_dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -13,6 +16,8 @@ def fold_dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
     onnxruntime >= 1.2x rejects their per-block scales ("block_size must be 0 for per-tensor quantization"),
     and the graphs carry dangling inputs that OpenCV also refuses; both go away once the weights are float.
     """
+    from onnx import helper, numpy_helper
+
     g = model.graph
     init = {t.name: t for t in g.initializer}
     kept = []
@@ -81,6 +86,8 @@ def prelu_as_relu_affine(model: onnx.ModelProto) -> onnx.ModelProto:
     in PRelu and 11 % in reorders (28 ms a face on one core). Relu, Mul and Add fuse into the NCHWc convolutions
     instead (14 ms a face). Output tensor names are kept, so anything reading intermediate maps still finds them.
     """
+    from onnx import helper, numpy_helper
+
     g = model.graph
     init = {t.name: t for t in g.initializer}
     nodes = []

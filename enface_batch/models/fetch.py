@@ -20,11 +20,13 @@ import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import onnx
+from typing import TYPE_CHECKING
 
 from ..settings import get_settings
 from .convert import fold_dequantize, make_batch_dynamic, make_spatial_dims_dynamic, prelu_as_relu_affine
+
+if TYPE_CHECKING:  # importing onnx (with ml_dtypes) costs ~0.45 s; only fetching and some packs need it
+    import onnx
 
 
 class ModelFetchError(RuntimeError):
@@ -37,6 +39,8 @@ def _sha256(data: bytes) -> str:
 
 def _onnx_fix(*steps: Callable[[onnx.ModelProto], onnx.ModelProto]) -> Callable[[bytes], bytes]:
     def run(data: bytes) -> bytes:
+        import onnx
+
         model = onnx.load_from_string(data)
         for step in steps:
             model = step(model)

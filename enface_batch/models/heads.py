@@ -21,8 +21,6 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from .align import arcface_crop, chip_crop, wide_crop
 from .attribute_net import AttributeNet, net_meta, net_version, shipped_net
@@ -34,6 +32,9 @@ HEADS_FILE = "attribute_heads.npz"
 
 def _with_outputs(path: str | Path, names: list[str]) -> bytes:
     """The ONNX graph with extra intermediate tensors exposed as outputs (no extra compute)."""
+    import onnx  # here, not at import: see models/convert.py
+    from onnx import helper
+
     m = onnx.load(str(path))
     have = {o.name for o in m.graph.output}
     for n in names:

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import onnx
-
 from ..settings import get_settings
 from .attributes import Attributes, InsightfaceGenderAge
 from .detector import SCRFD, Detector, RefinedDetector, RetinaFace, YuNet
@@ -106,6 +104,8 @@ def thorough_detector(primary: Detector, second: RetinaFace) -> MultiViewDetecto
 
 def _classify(path: Path) -> str:
     """Say what an insightface ONNX file is from its signature, as insightface's model_zoo does."""
+    import onnx  # here, not at import: see models/convert.py
+
     try:
         m = onnx.load(str(path), load_external_data=False)
         inp = m.graph.input[0].type.tensor_type.shape.dim
