@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from enface_batch.lake.schemas import TABLES
+from enface_batch.lake.schemas import SOURCE_DEFAULTS, TABLES
 from enface_batch.lake.store import Lake
 from enface_batch.ops import catalog
 
@@ -29,18 +29,13 @@ def enface(lake: Lake, *args: str) -> tuple[int, dict, str]:
 
 
 def make_source(lake: Lake, folder: Path) -> tuple[str, str]:
-    lst = catalog.create_list(lake, "people")["list_id"]
-    group = catalog.create_group(lake, "archive", [lst])["group_id"]
-    return catalog.create_source(
-        lake,
-        "photos",
-        group,
-        uri=str(folder),
-        new_person_threshold="no_match",
-        new_person_square_min=50,
-        person_list_add=[lst],
-        feature_check=[],
-    )["source_id"], lst
+    """The scan flow tests' source, with the seed's angle rule and no attributes; and its list's id."""
+    from test_scan_flow import setup_source
+
+    source = setup_source(
+        lake, str(folder), new_person_angle_max=SOURCE_DEFAULTS["new_person_angle_max"], feature_check=[]
+    )
+    return source, catalog.get_source(lake, source)["person_list_add"][0]
 
 
 def rows(lake: Lake) -> dict:

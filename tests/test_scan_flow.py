@@ -49,9 +49,11 @@ def build_archive(root: Path, data: Path) -> None:
 EXPECTED = {"files": 11, "images": 10, "faces": 9, "actions": 9, "persons": 6}
 
 
-def setup_source(lake: Lake, uri: str) -> str:
+def setup_source(lake: Lake, uri: str, **rules) -> str:
+    """A source over `uri` whose scans create persons in a list "people" (rules: create_source's keywords)."""
     lst = catalog.create_list(lake, "people")["list_id"]
     group = catalog.create_group(lake, "archive", [lst])["group_id"]
+    rules = {"new_person_angle_max": 40, "feature_check": ["gender", "age"], **rules}
     return catalog.create_source(
         lake,
         "photos",
@@ -59,9 +61,8 @@ def setup_source(lake: Lake, uri: str) -> str:
         uri=uri,
         new_person_threshold="no_match",
         new_person_square_min=50,
-        new_person_angle_max=40,
         person_list_add=[lst],
-        feature_check=["gender", "age"],
+        **rules,
     )["source_id"]
 
 
