@@ -24,10 +24,12 @@ import pyarrow as pa
 from .analyze import Analyzer, ImageResult
 from .imaging import TRANSIENT_REASONS
 from .index import EXACT_MAX
+from .lake.protocols import ReadLake
 from .lake.schemas import TABLES
 from .lake.store import Lake, now
 from .models.attributes import attribute_columns
 from .ops.action import ActionEngine, Rules, resolve_rules
+from .ops.catalog import list_sources
 from .ops.search import Searcher
 from .scan_plan import Plan, plan
 
@@ -361,6 +363,20 @@ class ScanWriter:
         self.summary.writer_seconds += time.perf_counter() - t0
         self.summary.seconds = round(time.perf_counter() - self._t0, 2)
         return self.summary
+
+
+def sources_to_scan(lake: ReadLake, sources: list[str] | None) -> list[dict]:
+    """The sources a scan runs, in its order: by id or name; none given = every source that has a uri."""
+    all_sources = [s for s in list_sources(lake) if s["uri"]]
+    if not sources:
+        return all_sources
+    picked = []
+    for key in sources:
+        match = [s for s in all_sources if key in (s["source_id"], s["name"])]
+        if not match:
+            raise ValueError(f"no source with a uri named or identified {key!r}; see `enface source ls`")
+        picked.extend(match)
+    return picked
 
 
 def scan_source(

@@ -25,8 +25,7 @@ from concurrent.futures import Future
 from enface_batch.analyze import Analyzer, ImageResult
 from enface_batch.lake.store import Lake
 from enface_batch.ops.action import resolve_rules
-from enface_batch.ops.catalog import list_sources
-from enface_batch.scan import analyze_chunk, chunks, plan
+from enface_batch.scan import analyze_chunk, chunks, plan, sources_to_scan
 from enface_batch.scoring import calibration_for
 
 log = logging.getLogger(__name__)
@@ -75,12 +74,10 @@ class HeadStart:
         an = Analyzer(src.pack, batch_size=src.batch_size, decode_max_side=src.decode_max_side)
         try:
             lk = Lake(self.lake, create=False)
-            wanted = [s for s in list_sources(lk) if s["uri"]]
-            if self.sources:
-                wanted = [s for s in wanted if s["source_id"] in self.sources or s["name"] in self.sources]
+            wanted = sources_to_scan(lk, self.sources)  # the flow scans them in this order
             if not wanted:
                 return
-            source_id = wanted[0]["source_id"]  # the flow scans the sources in this order
+            source_id = wanted[0]["source_id"]
             calibration = calibration_for(self.analyzer.pack.models["embedder"])
             features = list(resolve_rules(lk, calibration, source_id=source_id).feature_check)
             for chunk in chunks(plan(lk, source_id), self.chunk_size):

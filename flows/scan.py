@@ -27,7 +27,6 @@ from enface_batch.lake import upkeep
 from enface_batch.lake.store import Lake
 from enface_batch.models import load_pack
 from enface_batch.models.session import cores
-from enface_batch.ops.catalog import list_sources
 from enface_batch.scan import (
     CHUNK_IMAGES,
     COMMIT_IMAGES,
@@ -38,6 +37,7 @@ from enface_batch.scan import (
     analyze_chunk,
     chunks,
     plan,
+    sources_to_scan,
 )
 from enface_batch.settings import get_settings
 
@@ -80,20 +80,6 @@ def make_runner(kind: str = "threads", workers: int | None = None, dask_address:
             cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
         )
     raise ValueError(f"runner must be threads, processes or dask, not {kind!r}")
-
-
-def _source_ids(lake: Lake, sources: list[str] | None) -> list[dict]:
-    """Sources by id or name; none given = every source that has a uri."""
-    all_sources = [s for s in list_sources(lake) if s["uri"]]
-    if not sources:
-        return all_sources
-    picked = []
-    for key in sources:
-        match = [s for s in all_sources if key in (s["source_id"], s["name"])]
-        if not match:
-            raise ValueError(f"no source with a uri named or identified {key!r}; see `enface source ls`")
-        picked.extend(match)
-    return picked
 
 
 def summary_markdown(summaries: list[Summary]) -> str:
@@ -162,7 +148,7 @@ def _scan(sources: list[str] | None, lk: Lake, chunk_size: int, workers: int | N
     threads = worker_threads(workers)
     writer_analyzer = worker_analyzer(threads)
     summaries = []
-    for source in _source_ids(lk, sources):
+    for source in sources_to_scan(lk, sources):
         p = plan(lk, source["source_id"])
         writer = ScanWriter(lk, writer_analyzer, p, commit_images=commit_images, commit_share=COMMIT_SHARE)
         recovered = writer.recover()

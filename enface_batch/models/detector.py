@@ -99,9 +99,10 @@ class Detector(Model):
         for i, (f, _) in enumerate(fitted):
             by_size.setdefault(f.shape, []).append(i)
         out: list[Detections] = [Detections.empty()] * len(images)
+        step = max_batch if self.batchable else 1
         for idx in by_size.values():
-            for at in range(0, len(idx), max_batch if self.batchable else 1):
-                group = idx[at : at + (max_batch if self.batchable else 1)]
+            for at in range(0, len(idx), step):
+                group = idx[at : at + step]
                 h, w = fitted[group[0]][0].shape[:2]
                 outs = self.run(np.concatenate([self.preprocess(fitted[i][0]) for i in group]))
                 for j, i in enumerate(group):
