@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench accuracy clean chromium train-attributes
+.PHONY: setup demo test lint bench accuracy clean chromium train-attributes gallery-shots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ chromium:
 test: setup chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# Refresh the README's screenshots of the page (reports/gallery/*.png); the tests themselves write elsewhere.
+gallery-shots: setup chromium
+	ENFACE_GALLERY_SHOTS=reports/gallery $(BIN)/python -m pytest -q tests/test_api.py -k headless_chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

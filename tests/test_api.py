@@ -629,15 +629,16 @@ def test_openapi_schema_fuzz_finds_no_server_error(server):
 
 
 # -- the page, in headless Chromium -----------------------------------------------------------------------------------
-def test_page_in_headless_chromium(server):
+def test_page_in_headless_chromium(server, tmp_path):
     """The gallery as a person uses it: log in, the persons by name (most photos first), a person's photos in
-    pages with their scores, a photo opened, a search by upload. Screenshots go to reports/gallery/ (the
-    README shows them)."""
+    pages with their scores, a photo opened, a search by upload. Screenshots go to a temporary folder, or to
+    ENFACE_GALLERY_SHOTS (`make gallery-shots` points it at reports/gallery/, which the README shows): a test
+    run leaves the repository as it was."""
     if not CHROMIUM:
         pytest.skip("chromium is not installed (make test installs Debian's chromium and chromium-driver)")
     pw = pytest.importorskip("playwright.sync_api", reason="playwright (python package) is in the test extra")
     ids = server.ids
-    shots = Path(__file__).resolve().parents[1] / "reports" / "gallery"
+    shots = Path(os.environ.get("ENFACE_GALLERY_SHOTS") or tmp_path / "gallery")
     shots.mkdir(parents=True, exist_ok=True)
 
     def shot(page, name: str) -> None:

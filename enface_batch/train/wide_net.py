@@ -38,6 +38,7 @@ import numpy as np
 from ..models.align import WIDE_SIZE
 from ..models.attributes import AGE_BINS, RACES
 from ..settings import get_settings
+from . import views as view_cache
 from .attributes import race_threshold
 from .network import HOLDOUT_PROBS, RACE_CLASS_WEIGHT_POWER, TASKS, export_onnx, figures, score, train_step
 from .wide_crops import cache_dir, extract_split
@@ -52,9 +53,23 @@ FUSIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # weights of the CNN's probabilities a
 OUT = Path(__file__).resolve().parents[1] / "data" / "attribute_wide.onnx"
 
 
-def load(splits: tuple[str, ...] = ("train", "train_extra"), log=print) -> dict[str, np.ndarray]:
-    parts = [extract_split(s, log=log) for s in splits]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+TRUNKS = ("cnn", "cydral")  # a CNN from scratch, or Cydral age-v1 (pretrained on dlib chips) fine-tuned
+VIEW_CHOICES = ("wide", *view_cache.VIEWS)  # "wide": the 64 px wide crop (wide_crops.py), others: views.py
+
+
+def load(
+    splits: tuple[str, ...] = ("train", "train_extra"), view: str = "wide", log=print
+) -> tuple[dict[str, np.ndarray], int]:
+    """The faces' crops of `view` (as "crops") and labels, and the crops' margin on every side."""
+    if view == "wide":
+        parts, margin = [extract_split(s, log=log) for s in splits], 0
+    else:
+        parts, margin = [dict(view_cache.extract_split(s, log=log)) for s in splits], view_cache.MARGIN
+        for p in parts:
+            p["crops"] = p.pop(view)
+            for v in view_cache.VIEWS:
+                p.pop(v, None)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, margin
 
 
 def branch_holdout() -> list[str]:
@@ -75,8 +90,11 @@ def branch_holdout() -> list[str]:
     return [names[i] for i in np.sort(perm[: int(len(names) * HOLDOUT)])]
 
 
-def _model():
+def _model(trunk: str = "cnn"):
     from torch import nn
+
+    if trunk == "cydral":
+        return _cydral()
 
     def block(cin: int, cout: int, stride: int) -> list:
         return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -97,6 +115,36 @@ def _model():
             return [self.heads[t](h) for t in TASKS]
 
     return WideNet()
+
+
+def _cydral():
+    """Cydral age-v1 (registry, pretrained for age on dlib chips) up to its last ReLU map, and three new heads."""
+    import torch
+    from torch import nn
+
+    from ..models.fetch import ensure_files
+    from ..models.heads import FaceFeatures
+    from .onnx_trunk import trunk
+
+    body = trunk(ensure_files(["cydral_age_v1.onnx"])["cydral_age_v1.onnx"], "layer_3_relu")
+
+    class CydralNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = body
+            self.register_buffer("mean", torch.tensor(FaceFeatures.CYDRAL_MEAN).view(1, 3, 1, 1))
+            self.drop = nn.Dropout(0.3)
+            self.heads = nn.ModuleDict({t: nn.Linear(256, k) for t, k in TASKS.items()})
+
+        def forward(self, x):  # x: [N, 3, S, S] RGB, 0..255
+            h = self.drop(self.body((x - self.mean) / 256.0).mean((2, 3)))
+            return [self.heads[t](h) for t in TASKS]
+
+    return CydralNet()
+
+
+def _centre(x, margin: int):
+    return x[:, :, margin : x.shape[2] - margin, margin : x.shape[3] - margin] if margin else x
 
 
 def augment(x, gen):
@@ -121,7 +169,7 @@ def augment(x, gen):
     return (x * u(0.7, 1.3).view(n, 1, 1, 1)).clamp(0, 255)
 
 
-def predict(model, crops: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
+def predict(model, crops: np.ndarray, idx: np.ndarray, margin: int = 0) -> dict[str, np.ndarray]:
     """Probabilities, face and mirror averaged (as at run time)."""
     import torch
 
@@ -129,23 +177,40 @@ def predict(model, crops: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
     outs: dict[str, list] = {t: [] for t in TASKS}
     with torch.no_grad():
         for b in np.array_split(idx, max(1, int(np.ceil(len(idx) / 256)))):
-            x = torch.from_numpy(crops[b]).permute(0, 3, 1, 2).float()
+            x = _centre(torch.from_numpy(np.asarray(crops[b])).permute(0, 3, 1, 2).float(), margin)
             a, m = model(x), model(x.flip(3))
             for t, o, om in zip(TASKS, a, m, strict=True):
                 outs[t].append(((torch.softmax(o, 1) + torch.softmax(om, 1)) / 2).numpy())
     return {t: np.concatenate(v) for t, v in outs.items()}
 
 
-def fit(data: dict, idx: np.ndarray, epochs: int, *, evaluate: np.ndarray | None = None, log=print):
+def fit(
+    data: dict,
+    idx: np.ndarray,
+    epochs: int,
+    *,
+    trunk: str = "cnn",
+    margin: int = 0,
+    lr: float = LR,
+    trunk_lr: float = LR,
+    evaluate: np.ndarray | None = None,
+    log=print,
+):
     import torch
 
     torch.manual_seed(SEED)
     gen = torch.Generator().manual_seed(SEED)
     rng = np.random.default_rng(SEED)
-    model = _model()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    model = _model(trunk)
+    groups = [
+        {"params": list(model.body.parameters()), "lr": trunk_lr},
+        {"params": list(model.heads.parameters()), "lr": lr},
+    ]
+    opt = torch.optim.AdamW(groups, weight_decay=WEIGHT_DECAY)
     per_epoch = int(np.ceil(len(idx) / BATCH))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=epochs * per_epoch, pct_start=0.2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[trunk_lr, lr], total_steps=epochs * per_epoch, pct_start=0.2
+    )
     counts = np.bincount(data["race"][idx], minlength=len(RACES))
     rw = (counts.sum() / counts) ** RACE_CLASS_WEIGHT_POWER
     weights = {"race": torch.tensor(rw / rw.mean(), dtype=torch.float32), "gender": None, "age": None}
@@ -157,21 +222,21 @@ def fit(data: dict, idx: np.ndarray, epochs: int, *, evaluate: np.ndarray | None
         t0, total = time.time(), 0.0
         for b in np.array_split(rng.permutation(idx), per_epoch):
             b = np.sort(b)
-            x = augment(torch.from_numpy(crops[b]).permute(0, 3, 1, 2).float(), gen)
+            x = _centre(augment(torch.from_numpy(np.asarray(crops[b])).permute(0, 3, 1, 2).float(), gen), margin)
             total += train_step(model(x), labels, weights, b, opt, sched)
         msg = f"epoch {ep + 1}/{epochs}: loss {total / len(idx):.3f} ({time.time() - t0:.0f}s)"
         if evaluate is not None:
-            fig = figures(predict(model, crops, evaluate), data, evaluate)
+            fig = figures(predict(model, crops, evaluate, margin), data, evaluate)
             history.append({"epoch": ep + 1, **fig})
             msg += " holdout " + json.dumps({k: round(v, 4) for k, v in fig.items() if not isinstance(v, dict)})
         log(msg)
     return model, history
 
 
-def export(model, out: Path, meta: dict) -> None:
+def export(model, out: Path, meta: dict, size: int = WIDE_SIZE) -> None:
     import torch
 
-    export_onnx(model, (torch.zeros(2, 3, WIDE_SIZE, WIDE_SIZE),), ["wide"], out, meta)
+    export_onnx(model, (torch.zeros(2, 3, size, size),), ["wide"], out, meta)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,12 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="fit on this many faces only (quick trials)")
     ap.add_argument("--holdout-only", action="store_true", help="report the holdout run; export nothing")
     ap.add_argument("--report", type=Path, default=None, help="write the holdout figures per epoch here (JSON)")
+    ap.add_argument("--trunk", choices=TRUNKS, default="cnn", help="from scratch, or Cydral age-v1 fine-tuned")
+    ap.add_argument("--view", choices=VIEW_CHOICES, default="wide", help="the aligned view it reads")
+    ap.add_argument("--lr", type=float, default=LR, help="peak learning rate of the heads")
+    ap.add_argument("--trunk-lr", type=float, default=None, help="peak learning rate of the trunk (default: --lr)")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    data = load(log=log)
+    data, margin = load(view=args.view, log=log)
     held_names = branch_holdout()
     names = data["image"].astype(str)
     row = {s: i for i, s in enumerate(names)}
@@ -196,7 +265,18 @@ def main(argv: list[str] | None = None) -> int:
         fit_idx = np.sort(np.random.default_rng(SEED).permutation(fit_idx)[: args.limit])
     hold = np.array([row[s] for s in held_names if s in row])
     log(f"{len(names)} wide crops: {len(fit_idx)} to fit, {len(hold)} held out")
-    model, history = fit(data, fit_idx, args.epochs, evaluate=hold, log=log)
+    trunk_lr = args.lr if args.trunk_lr is None else args.trunk_lr
+    model, history = fit(
+        data,
+        fit_idx,
+        args.epochs,
+        trunk=args.trunk,
+        margin=margin,
+        lr=args.lr,
+        trunk_lr=trunk_lr,
+        evaluate=hold,
+        log=log,
+    )
     if not HOLDOUT_PROBS.exists():
         ap.error(f"{HOLDOUT_PROBS} missing: run python -m enface_batch.train.network first")
     branch = dict(np.load(HOLDOUT_PROBS))
@@ -206,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     both = np.array([str(s) in row for s in branch["image"]])
     hold = np.array([row[str(s)] for s in branch["image"][both]])
     torch.save(model.state_dict(), cache_dir("train").parent / "holdout_model.pt")  # for later analysis
-    q = predict(model, data["crops"], hold)
+    q = predict(model, data["crops"], hold, margin)
     p = {t: branch[t][both] for t in TASKS}
     mix = lambda w, rows=slice(None): {t: (1 - w) * p[t][rows] + w * q[t][rows] for t in TASKS}  # noqa: E731
     by_weight = {w: score(figures(mix(w), data, hold)) for w in FUSIONS}
@@ -260,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m enface_batch.train.wide_net",
         "seed": SEED,
     }
-    export(model, args.out, meta)
+    export(model, args.out, meta, size=data["crops"].shape[1] - 2 * margin)
     log(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
