@@ -148,13 +148,8 @@ def fit(
             b = np.sort(b)
             out = model(torch.from_numpy(s14[b].astype(np.float32)), torch.from_numpy(vec[b]))
             total += train_step(out, labels, weights, b, opt, sched)
-        msg = f"epoch {ep + 1}/{epochs}: loss {total / len(idx):.3f} ({time.time() - t0:.0f}s)"
-        if evaluate is not None:
-            p = predict(model, s14, vec, evaluate)
-            fig = figures(p, data, evaluate)
-            history.append({"epoch": ep + 1, **fig})
-            msg += " holdout " + json.dumps({k: round(v, 4) for k, v in fig.items() if not isinstance(v, dict)})
-        log(msg)
+        held = (lambda: predict(model, s14, vec, evaluate)) if evaluate is not None else None
+        end_epoch(ep, epochs, total / len(idx), t0, held, data, evaluate, history, log)
     return model, history
 
 
@@ -189,6 +184,17 @@ def Ensemble(models: list):  # noqa: N802 (a class made on demand: torch is impo
             ]
 
     return _Ensemble()
+
+
+def end_epoch(ep: int, epochs: int, loss: float, t0: float, held, data: dict, evaluate, history: list, log) -> None:
+    """Log an epoch's loss and, when `held` is given (it returns the holdout's probabilities), its holdout
+    figures, which are also appended to `history`."""
+    msg = f"epoch {ep + 1}/{epochs}: loss {loss:.3f} ({time.time() - t0:.0f}s)"
+    if held is not None:
+        fig = figures(held(), data, evaluate)
+        history.append({"epoch": ep + 1, **fig})
+        msg += " holdout " + json.dumps({k: round(v, 4) for k, v in fig.items() if not isinstance(v, dict)})
+    log(msg)
 
 
 def predict(model, s14: np.ndarray, vec: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:

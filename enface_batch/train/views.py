@@ -3,9 +3,12 @@
 Same pipeline and central-face rule as train/features.py (shipped detector + landmark refiner). Each view is a
 5-landmark similarity warp to a template at a size, cached with a margin on every side so that training can
 shift, rotate and scale the view without replicated borders (evaluation takes the centre):
+  * "wide": the wide view at 64 px (models/align.wide_crop: the ArcFace template shrunk to 75 % and moved up,
+    so hair, ears, neck and some background show), which the wide-crop CNN reads (train/wide_net.py);
   * "chip": Cydral's dlib chip (models/align.DLIB_CHIP) at 64 px, the geometry Cydral age-v1 was trained on;
   * "wide96": the wide view (models/align.WIDE_TEMPLATE: hair, ears, neck) at 96 px, where the eyes are about
-    as far apart in pixels as on the 64 px chip, so a trunk pretrained on chips sees faces at its scale.
+    as far apart in pixels as on the 64 px chip, so a trunk pretrained on chips sees faces at its scale;
+  * "arc": SFace's ArcFace crop at 112 px (train/sface_blocks.py --augment).
 Stored under <model cache>/../bench/views_v1/<split>/ as <view>.npy [N, S + 2 * MARGIN, S + 2 * MARGIN, 3]
 (RGB) plus image.npy, race.npy, gender.npy, age.npy. Images with no face are dropped.
 """
@@ -17,14 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.align import DLIB_CHIP, WIDE_TEMPLATE, warp
+from ..models.align import ARCFACE_112, DLIB_CHIP, WIDE_TEMPLATE, warp
 from ..models.attributes import AGE_BINS, RACES
 from ..settings import get_settings
 from .features import _central, split_rows
 
-VERSION = "views_v1"
+VERSION = "views_v3"
 MARGIN = 8
-VIEWS = {"chip": (DLIB_CHIP, 64), "wide96": (WIDE_TEMPLATE, 96)}
+VIEWS = {
+    "wide": (WIDE_TEMPLATE, 64),
+    "chip": (DLIB_CHIP, 64),
+    "wide96": (WIDE_TEMPLATE, 96),
+    "arc": (ARCFACE_112 / 112.0, 112),
+}
 
 
 def cache_dir(split: str) -> Path:

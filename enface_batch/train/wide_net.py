@@ -10,7 +10,7 @@ rotation / scale / shift, colour jitter). Its probabilities (face and mirror ave
 the branch's at run time (models/attribute_net.py fuses them whenever enface_batch/data/attribute_wide.onnx
 exists).
 
-Data: FairFace train + train_extra wide crops (train/wide_crops.py caches them once). The holdout is exactly
+Data: FairFace train + train_extra wide crops (train/views.py caches them once, with a margin). The holdout is exactly
 the branch's holdout (the faces network.py holds out; it saves its predictions on them), so the fused figures
 are measured on faces neither model was fitted on. The fusion weight is chosen on the holdout and, because of
 that, also measured cross-fitted (chosen on one half, measured on the other); the file is exported only when the
@@ -40,8 +40,16 @@ from ..models.attributes import AGE_BINS, RACES
 from ..settings import get_settings
 from . import views as view_cache
 from .attributes import race_threshold
-from .network import HOLDOUT_PROBS, RACE_CLASS_WEIGHT_POWER, TASKS, export_onnx, figures, score, train_step
-from .wide_crops import cache_dir, extract_split
+from .network import (
+    HOLDOUT_PROBS,
+    RACE_CLASS_WEIGHT_POWER,
+    TASKS,
+    end_epoch,
+    export_onnx,
+    figures,
+    score,
+    train_step,
+)
 
 SEED = 0
 EPOCHS = 10
@@ -54,22 +62,19 @@ OUT = Path(__file__).resolve().parents[1] / "data" / "attribute_wide.onnx"
 
 
 TRUNKS = ("cnn", "cydral")  # a CNN from scratch, or Cydral age-v1 (pretrained on dlib chips) fine-tuned
-VIEW_CHOICES = ("wide", *view_cache.VIEWS)  # "wide": the 64 px wide crop (wide_crops.py), others: views.py
+VIEW_CHOICES = tuple(view_cache.VIEWS)
 
 
 def load(
     splits: tuple[str, ...] = ("train", "train_extra"), view: str = "wide", log=print
 ) -> tuple[dict[str, np.ndarray], int]:
     """The faces' crops of `view` (as "crops") and labels, and the crops' margin on every side."""
-    if view == "wide":
-        parts, margin = [extract_split(s, log=log) for s in splits], 0
-    else:
-        parts, margin = [dict(view_cache.extract_split(s, log=log)) for s in splits], view_cache.MARGIN
-        for p in parts:
-            p["crops"] = p.pop(view)
-            for v in view_cache.VIEWS:
-                p.pop(v, None)
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, margin
+    parts = [dict(view_cache.extract_split(s, log=log)) for s in splits]
+    for p in parts:
+        p["crops"] = p.pop(view)
+        for v in view_cache.VIEWS:
+            p.pop(v, None)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, view_cache.MARGIN
 
 
 def branch_holdout() -> list[str]:
@@ -224,12 +229,8 @@ def fit(
             b = np.sort(b)
             x = _centre(augment(torch.from_numpy(np.asarray(crops[b])).permute(0, 3, 1, 2).float(), gen), margin)
             total += train_step(model(x), labels, weights, b, opt, sched)
-        msg = f"epoch {ep + 1}/{epochs}: loss {total / len(idx):.3f} ({time.time() - t0:.0f}s)"
-        if evaluate is not None:
-            fig = figures(predict(model, crops, evaluate, margin), data, evaluate)
-            history.append({"epoch": ep + 1, **fig})
-            msg += " holdout " + json.dumps({k: round(v, 4) for k, v in fig.items() if not isinstance(v, dict)})
-        log(msg)
+        held = (lambda: predict(model, crops, evaluate, margin)) if evaluate is not None else None
+        end_epoch(ep, epochs, total / len(idx), t0, held, data, evaluate, history, log)
     return model, history
 
 
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the branch's saved holdout is not the one derived here: rerun train.network")
     both = np.array([str(s) in row for s in branch["image"]])
     hold = np.array([row[str(s)] for s in branch["image"][both]])
-    torch.save(model.state_dict(), cache_dir("train").parent / "holdout_model.pt")  # for later analysis
+    torch.save(model.state_dict(), view_cache.cache_dir("train").parent / "holdout_model.pt")  # for later analysis
     q = predict(model, data["crops"], hold, margin)
     p = {t: branch[t][both] for t in TASKS}
     mix = lambda w, rows=slice(None): {t: (1 - w) * p[t][rows] + w * q[t][rows] for t in TASKS}  # noqa: E731
