@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from enface_batch.lake.schemas import TABLES
 from enface_batch.lake.store import Lake, now
-from enface_batch.ops.identity import NAMESPACE, face_id, new_ids
+from enface_batch.ops.identity import NAMESPACE, FaceIdSet, face_id, new_ids
 from enface_batch.scoring import DEFAULT_EMBEDDER, calibration_for
 
 
@@ -95,3 +95,30 @@ def test_scalar_score_is_np_interp_to_the_last_bit():
     x = np.concatenate([np.random.default_rng(1).uniform(-1.1, 1.1, 20_000), cal.sim, np.nextafter(cal.sim, 2)])
     for v in x.astype(np.float32).tolist():
         assert cal.score_one(v) == cal.score(v)
+
+
+def test_known_face_ids_answer_as_a_set_of_the_same_strings_would():
+    """The writer's "this face already has its person" set, packed 16 bytes an id: same answers as a set."""
+    ids = [face_id(f"list-{i % 3}", f"sha{i}", i % 5) for i in range(500)] + new_ids(500)
+    for column in (pa.array(ids), pa.chunked_array([pa.array(ids[:300]), pa.array(ids[300:])]).cast(pa.large_string())):
+        known = FaceIdSet(column)
+        assert known._sorted is not None and len(known) == len(ids)  # packed, not a set of strings
+        assert all(f in known for f in ids)
+        strangers = new_ids(200) + [face_id("list-9", "sha1", 1), ids[0].upper(), ids[1][:-1], "", "x" * 36, None]
+        assert not any(f in known for f in strangers)
+        known.add(strangers[0])
+        assert strangers[0] in known and strangers[1] not in known
+
+    # a lake whose person_faces holds ids of another shape still answers exactly (a plain set then)
+    mixed = FaceIdSet(pa.array(["enrolled-by-hand", ids[0]]))
+    assert "enrolled-by-hand" in mixed and ids[0] in mixed and ids[1] not in mixed
+
+
+def test_known_face_ids_added_during_a_run_are_merged_into_the_packed_ids(monkeypatch):
+    monkeypatch.setattr(FaceIdSet, "MERGE_AT", 4)
+    ids = new_ids(10)
+    known = FaceIdSet(pa.array(ids[:2]))
+    for f in ids[2:]:
+        known.add(f)
+    assert len(known._set) < 4 and len(known) == 10
+    assert all(f in known for f in ids) and new_ids(1)[0] not in known

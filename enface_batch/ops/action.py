@@ -25,7 +25,7 @@ from ..scoring import Calibration, calibration_for
 from . import validate
 from .catalog import get_group, get_source, require_lists
 from .errors import BadRequest
-from .identity import face_id, face_row, new_ids
+from .identity import FaceIdSet, face_id, face_row, new_ids
 from .quality import FaceQuality
 from .search import CHUNK_DEPTH, PersonSearch, Searcher
 from .shapes import error_image, face_json, spent
@@ -179,7 +179,7 @@ class ActionEngine:
         self.quality = FaceQuality.from_settings()
         self.persons: list[dict] = []
         self.faces: list[dict] = []
-        self._known: set[str] | None = None  # face ids already in person_faces
+        self._known: FaceIdSet | None = None  # face ids already in person_faces
         self.actions: list[dict] = []
         self._sealed: dict[str, list[pa.Table]] = {"persons": [], "person_faces": [], "actions": []}
 
@@ -407,11 +407,11 @@ class ActionEngine:
     def _write_faces(self, rows: pa.Table) -> int:
         return self.lake.append("person_faces", rows)
 
-    def _known_faces(self) -> set[str]:
+    def _known_faces(self) -> FaceIdSet:
         """Face ids person_faces holds: a face that already has a person in a list (its photo was enrolled, or
         scanned by another source) keeps it; a scan does not give it a second one or count it twice."""
         if self._known is None:
-            self._known = set(self.lake.read("person_faces", columns=["face_id"])["face_id"].to_pylist())
+            self._known = FaceIdSet(self.lake.read("person_faces", columns=["face_id"])["face_id"])
         return self._known
 
     def commit_actions(self) -> None:

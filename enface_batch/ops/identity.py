@@ -44,6 +44,79 @@ def face_id(list_id: str, image_sha256: str | None, face_index: int | None) -> s
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_HEX = np.full(256, 255, np.uint8)
+_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
+
+
+def _uuid_bytes(ids: pa.Array) -> np.ndarray | None:
+    """Canonical UUID strings (36 characters, lower-case hex, hyphens at 8-13-18-23) as 16-byte values, or
+    None when any id is not one (so equal bytes always mean equal strings)."""
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    n = len(ids)
+    if n == 0:
+        return np.zeros(0, "V16")
+    if not pa.types.is_string(ids.type):  # large_string / string_view: the same text, other layout
+        try:
+            ids = ids.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+    if ids.null_count:
+        return None
+    offsets = np.frombuffer(ids.buffers()[1], np.int32)[ids.offset : ids.offset + n + 1]
+    if not (np.diff(offsets) == 36).all():
+        return None
+    chars = np.frombuffer(ids.buffers()[2], np.uint8)[offsets[0] : offsets[0] + 36 * n].reshape(n, 36)
+    if not (chars[:, [8, 13, 18, 23]] == ord("-")).all():
+        return None
+    nib = _HEX[np.delete(chars, [8, 13, 18, 23], axis=1)]
+    if (nib == 255).any():
+        return None
+    packed = (nib[:, 0::2] << 4) | nib[:, 1::2]
+    return np.ascontiguousarray(packed).view("V16").reshape(n)
+
+
+class FaceIdSet:
+    """Face ids (of person_faces) to test membership against, compact: 16 bytes per id in a sorted array
+    instead of a Python string in a set (1M ids: 16 MB against 119 MB, built in 0.26 against 0.42 s; a lookup
+    costs ~3 us against ~0.2: bench/known_faces.py). Ids that
+    are not canonical UUID strings (none are made by face_id, but a lake may hold other writers' ids) make it
+    fall back to a set. Ids added later sit in a small set until there are enough to merge."""
+
+    MERGE_AT = 100_000
+
+    def __init__(self, ids: pa.Array | pa.ChunkedArray) -> None:
+        self._sorted = _uuid_bytes(ids)
+        if self._sorted is not None:
+            self._sorted = np.sort(self._sorted)
+        self._set: set[str] = set(ids.to_pylist()) if self._sorted is None else set()
+
+    def __len__(self) -> int:
+        return len(self._set) + (0 if self._sorted is None else len(self._sorted))
+
+    def __contains__(self, fid: object) -> bool:
+        if fid in self._set:
+            return True
+        if self._sorted is None or not len(self._sorted) or not isinstance(fid, str):
+            return False
+        # one id at a time (a writer asks per face and list): a few microseconds, no Arrow round trip
+        if len(fid) != 36 or fid.lower() != fid or fid[8] + fid[13] + fid[18] + fid[23] != "----":
+            return False  # not canonical: never among the packed ids
+        try:
+            key = np.frombuffer(bytes.fromhex(fid.replace("-", "")), "V16")[0]
+        except ValueError:
+            return False
+        i = int(np.searchsorted(self._sorted, key))
+        return i < len(self._sorted) and self._sorted[i] == key
+
+    def add(self, fid: str) -> None:
+        self._set.add(fid)
+        if self._sorted is not None and len(self._set) >= self.MERGE_AT:
+            packed = _uuid_bytes(pa.array(sorted(self._set), pa.string()))
+            if packed is not None:  # otherwise they stay in the set
+                self._sorted = np.sort(np.concatenate([self._sorted, packed]))
+                self._set.clear()
+
+
 def new_ids(n: int) -> list[str]:
     """n random (version 4) UUID strings at once: ~1.4 us each against ~5 us for str(uuid.uuid4())."""
     raw = bytearray(os.urandom(16 * n))
