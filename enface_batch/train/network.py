@@ -135,11 +135,8 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     steps = epochs * int(np.ceil(len(idx) / BATCH))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps, pct_start=0.15)
-    counts = np.bincount(data["race"][idx], minlength=len(RACES))
-    rw = (counts.sum() / counts) ** RACE_CLASS_WEIGHT_POWER
-    weights = {"race": torch.tensor(rw / rw.mean(), dtype=torch.float32), "gender": None, "age": None}
+    weights, labels = loss_targets(data, idx)
     s14 = data["s14"]
-    labels = {t: torch.tensor(data[t]) for t in TASKS}
     history = []
     for ep in range(epochs):
         model.train()
@@ -184,6 +181,17 @@ def Ensemble(models: list):  # noqa: N802 (a class made on demand: torch is impo
             ]
 
     return _Ensemble()
+
+
+def loss_targets(data: dict, idx: np.ndarray) -> tuple[dict, dict]:
+    """Per-task class weights (race weighted by class frequency^-RACE_CLASS_WEIGHT_POWER over the rows being
+    fitted; the others unweighted) and the label tensors, as train_step takes them."""
+    import torch
+
+    counts = np.bincount(data["race"][idx], minlength=len(RACES))
+    rw = (counts.sum() / counts) ** RACE_CLASS_WEIGHT_POWER
+    weights = {"race": torch.tensor(rw / rw.mean(), dtype=torch.float32), "gender": None, "age": None}
+    return weights, {t: torch.tensor(data[t]) for t in TASKS}
 
 
 def end_epoch(ep: int, epochs: int, loss: float, t0: float, held, data: dict, evaluate, history: list, log) -> None:

@@ -157,8 +157,7 @@ class Augmented:
 def fit(data, idx, epochs, *, vec_blocks, blocks_lr, evaluate=None, augmented=None, log=print):
     import torch
 
-    from . import network
-    from .network import BATCH, LR, RACE_CLASS_WEIGHT_POWER, SEED, TASKS, WEIGHT_DECAY, end_epoch, train_step
+    from .network import BATCH, LR, SEED, WEIGHT_DECAY, end_epoch, loss_targets, train_step
 
     torch.manual_seed(SEED)
     rng = np.random.default_rng(SEED)
@@ -174,10 +173,7 @@ def fit(data, idx, epochs, *, vec_blocks, blocks_lr, evaluate=None, augmented=No
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=[blocks_lr, LR], total_steps=epochs * per_epoch, pct_start=0.15
     )
-    counts = np.bincount(data["race"][idx], minlength=network.TASKS["race"])
-    rw = (counts.sum() / counts) ** RACE_CLASS_WEIGHT_POWER
-    weights = {"race": torch.tensor(rw / rw.mean(), dtype=torch.float32), "gender": None, "age": None}
-    labels = {t: torch.tensor(data[t]) for t in TASKS}
+    weights, labels = loss_targets(data, idx)
     x13 = data["x13"]
     gen = torch.Generator().manual_seed(SEED)
     history = []

@@ -42,11 +42,11 @@ from . import views as view_cache
 from .attributes import race_threshold
 from .network import (
     HOLDOUT_PROBS,
-    RACE_CLASS_WEIGHT_POWER,
     TASKS,
     end_epoch,
     export_onnx,
     figures,
+    loss_targets,
     score,
     train_step,
 )
@@ -216,10 +216,7 @@ def fit(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=[trunk_lr, lr], total_steps=epochs * per_epoch, pct_start=0.2
     )
-    counts = np.bincount(data["race"][idx], minlength=len(RACES))
-    rw = (counts.sum() / counts) ** RACE_CLASS_WEIGHT_POWER
-    weights = {"race": torch.tensor(rw / rw.mean(), dtype=torch.float32), "gender": None, "age": None}
-    labels = {t: torch.tensor(data[t]) for t in TASKS}
+    weights, labels = loss_targets(data, idx)
     crops = data["crops"]
     history = []
     for ep in range(epochs):
