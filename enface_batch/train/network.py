@@ -132,9 +132,8 @@ def fit(
     vec = np.concatenate([data[b] for b in vec_blocks], 1).astype(np.float32)
     mean, scale = vec[idx].mean(0), vec[idx].std(0) + 1e-6
     model = _model(vec.shape[1], mean, scale)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     steps = epochs * int(np.ceil(len(idx) / BATCH))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps, pct_start=0.15)
+    opt, sched = one_cycle([{"params": list(model.parameters()), "lr": LR}], steps, 0.15)
     weights, labels = loss_targets(data, idx)
     s14 = data["s14"]
     history = []
@@ -181,6 +180,16 @@ def Ensemble(models: list):  # noqa: N802 (a class made on demand: torch is impo
             ]
 
     return _Ensemble()
+
+
+def one_cycle(groups: list[dict], steps: int, pct_start: float, weight_decay: float = WEIGHT_DECAY) -> tuple:
+    """AdamW over parameter groups (each with its own peak "lr", and "weight_decay" if not the default) under
+    one one-cycle schedule of `steps` steps: (optimiser, scheduler)."""
+    import torch
+
+    opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    peaks = [g["lr"] for g in groups]
+    return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peaks, total_steps=steps, pct_start=pct_start)
 
 
 def loss_targets(data: dict, idx: np.ndarray) -> tuple[dict, dict]:

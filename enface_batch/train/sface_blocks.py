@@ -157,7 +157,7 @@ class Augmented:
 def fit(data, idx, epochs, *, vec_blocks, blocks_lr, evaluate=None, augmented=None, log=print):
     import torch
 
-    from .network import BATCH, LR, SEED, WEIGHT_DECAY, end_epoch, loss_targets, train_step
+    from .network import BATCH, LR, SEED, end_epoch, loss_targets, one_cycle, train_step
 
     torch.manual_seed(SEED)
     rng = np.random.default_rng(SEED)
@@ -168,11 +168,8 @@ def fit(data, idx, epochs, *, vec_blocks, blocks_lr, evaluate=None, augmented=No
         {"params": list(model.blocks.parameters()), "lr": blocks_lr, "weight_decay": 0.0},
         {"params": list(model.branch.parameters()), "lr": LR},
     ]
-    opt = torch.optim.AdamW(groups, weight_decay=WEIGHT_DECAY)
     per_epoch = int(np.ceil(len(idx) / BATCH))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[blocks_lr, LR], total_steps=epochs * per_epoch, pct_start=0.15
-    )
+    opt, sched = one_cycle(groups, epochs * per_epoch, 0.15)
     weights, labels = loss_targets(data, idx)
     x13 = data["x13"]
     gen = torch.Generator().manual_seed(SEED)

@@ -47,6 +47,7 @@ from .network import (
     export_onnx,
     figures,
     loss_targets,
+    one_cycle,
     score,
     train_step,
 )
@@ -211,11 +212,8 @@ def fit(
         {"params": list(model.body.parameters()), "lr": trunk_lr},
         {"params": list(model.heads.parameters()), "lr": lr},
     ]
-    opt = torch.optim.AdamW(groups, weight_decay=WEIGHT_DECAY)
     per_epoch = int(np.ceil(len(idx) / BATCH))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[trunk_lr, lr], total_steps=epochs * per_epoch, pct_start=0.2
-    )
+    opt, sched = one_cycle(groups, epochs * per_epoch, 0.2, weight_decay=WEIGHT_DECAY)
     weights, labels = loss_targets(data, idx)
     crops = data["crops"]
     history = []
