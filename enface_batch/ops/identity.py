@@ -78,9 +78,9 @@ def _uuid_bytes(ids: pa.Array) -> np.ndarray | None:
 class FaceIdSet:
     """Face ids (of person_faces) to test membership against, compact: 16 bytes per id in a sorted array
     instead of a Python string in a set (1M ids: 16 MB against 119 MB, built in 0.26 against 0.42 s; a lookup
-    costs ~3 us against ~0.2: bench/known_faces.py). Ids that
-    are not canonical UUID strings (none are made by face_id, but a lake may hold other writers' ids) make it
-    fall back to a set. Ids added later sit in a small set until there are enough to merge."""
+    costs ~3 us against ~0.2: bench/known_faces.py). Ids that are not canonical UUID strings (face_id makes
+    none, but a lake may hold other writers' ids) make it fall back to a set. Ids added later sit in a small
+    set until there are enough to merge."""
 
     MERGE_AT = 100_000
 
