@@ -134,18 +134,13 @@ def fit(
     model = _model(vec.shape[1], mean, scale)
     steps = epochs * int(np.ceil(len(idx) / BATCH))
     opt, sched = one_cycle([{"params": list(model.parameters()), "lr": LR}], steps, 0.15)
-    weights, labels = loss_targets(data, idx)
     s14 = data["s14"]
-    history = []
-    for ep in range(epochs):
-        model.train()
-        t0, total = time.time(), 0.0
-        for b in np.array_split(rng.permutation(idx), int(np.ceil(len(idx) / BATCH))):
-            b = np.sort(b)
-            out = model(torch.from_numpy(s14[b].astype(np.float32)), torch.from_numpy(vec[b]))
-            total += train_step(out, labels, weights, b, opt, sched)
-        held = (lambda: predict(model, s14, vec, evaluate)) if evaluate is not None else None
-        end_epoch(ep, epochs, total / len(idx), t0, held, data, evaluate, history, log)
+
+    def forward(b):
+        return model(torch.from_numpy(s14[b].astype(np.float32)), torch.from_numpy(vec[b]))
+
+    held = lambda: predict(model, s14, vec, evaluate)  # noqa: E731
+    history = run_epochs(model, data, idx, epochs, rng, forward, opt, sched, held, evaluate, log)
     return model, history
 
 
@@ -203,15 +198,26 @@ def loss_targets(data: dict, idx: np.ndarray) -> tuple[dict, dict]:
     return weights, {t: torch.tensor(data[t]) for t in TASKS}
 
 
-def end_epoch(ep: int, epochs: int, loss: float, t0: float, held, data: dict, evaluate, history: list, log) -> None:
-    """Log an epoch's loss and, when `held` is given (it returns the holdout's probabilities), its holdout
-    figures, which are also appended to `history`."""
-    msg = f"epoch {ep + 1}/{epochs}: loss {loss:.3f} ({time.time() - t0:.0f}s)"
-    if held is not None:
-        fig = figures(held(), data, evaluate)
-        history.append({"epoch": ep + 1, **fig})
-        msg += " holdout " + json.dumps({k: round(v, 4) for k, v in fig.items() if not isinstance(v, dict)})
-    log(msg)
+def run_epochs(model, data: dict, idx: np.ndarray, epochs: int, rng, forward, opt, sched, held, evaluate, log):
+    """The training loop every trainer here shares: per epoch, the rows of `idx` in a fresh order (`rng`), in
+    batches of BATCH (sorted within a batch), `forward(b)` -> the tasks' logits, one train_step each; then the
+    loss, and with `evaluate` the holdout figures of `held()` (its probabilities), logged and returned."""
+    weights, labels = loss_targets(data, idx)
+    per_epoch = int(np.ceil(len(idx) / BATCH))
+    history: list[dict] = []
+    for ep in range(epochs):
+        model.train()
+        t0, total = time.time(), 0.0
+        for b in np.array_split(rng.permutation(idx), per_epoch):
+            b = np.sort(b)
+            total += train_step(forward(b), labels, weights, b, opt, sched)
+        msg = f"epoch {ep + 1}/{epochs}: loss {total / len(idx):.3f} ({time.time() - t0:.0f}s)"
+        if evaluate is not None:
+            fig = figures(held(), data, evaluate)
+            history.append({"epoch": ep + 1, **fig})
+            msg += " holdout " + json.dumps({k: round(v, 4) for k, v in fig.items() if not isinstance(v, dict)})
+        log(msg)
+    return history
 
 
 def predict(model, s14: np.ndarray, vec: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:

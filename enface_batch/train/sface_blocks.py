@@ -157,7 +157,7 @@ class Augmented:
 def fit(data, idx, epochs, *, vec_blocks, blocks_lr, evaluate=None, augmented=None, log=print):
     import torch
 
-    from .network import BATCH, LR, SEED, end_epoch, loss_targets, one_cycle, train_step
+    from .network import BATCH, LR, SEED, one_cycle, predict, run_epochs
 
     torch.manual_seed(SEED)
     rng = np.random.default_rng(SEED)
@@ -170,41 +170,21 @@ def fit(data, idx, epochs, *, vec_blocks, blocks_lr, evaluate=None, augmented=No
     ]
     per_epoch = int(np.ceil(len(idx) / BATCH))
     opt, sched = one_cycle(groups, epochs * per_epoch, 0.15)
-    weights, labels = loss_targets(data, idx)
     x13 = data["x13"]
     gen = torch.Generator().manual_seed(SEED)
-    history = []
-    for ep in range(epochs):
-        model.train()
-        t0, total = time.time(), 0.0
-        for b in np.array_split(rng.permutation(idx), per_epoch):
-            b = np.sort(b)
-            x = augmented(b, gen) if augmented else torch.from_numpy(x13[b].astype(np.float32))
-            out = model(x, torch.from_numpy(vec[b]))
-            total += train_step(out, labels, weights, b, opt, sched)
-        held = (lambda: predict(model, x13, vec, evaluate)) if evaluate is not None else None
-        end_epoch(ep, epochs, total / len(idx), t0, held, data, evaluate, history, log)
+
+    def forward(b):
+        x = augmented(b, gen) if augmented else torch.from_numpy(x13[b].astype(np.float32))
+        return model(x, torch.from_numpy(vec[b]))
+
+    held = lambda: predict(model, x13, vec, evaluate)  # noqa: E731
+    history = run_epochs(model, data, idx, epochs, rng, forward, opt, sched, held, evaluate, log)
     return model, history
-
-
-def predict(model, x13: np.ndarray, vec: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
-    import torch
-
-    from .network import TASKS
-
-    model.eval()
-    outs: dict[str, list] = {t: [] for t in TASKS}
-    with torch.no_grad():
-        for b in np.array_split(idx, max(1, int(np.ceil(len(idx) / 256)))):
-            out = model(torch.from_numpy(x13[b].astype(np.float32)), torch.from_numpy(vec[b]))
-            for t, o in zip(TASKS, out, strict=True):
-                outs[t].append(torch.softmax(o, 1).numpy())
-    return {t: np.concatenate(v) for t, v in outs.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     from . import network
-    from .network import EPOCHS, HOLDOUT, SEED, SHIPPED_BLOCKS, figures, score
+    from .network import EPOCHS, HOLDOUT, SEED, SHIPPED_BLOCKS, figures, predict, score
 
     ap = argparse.ArgumentParser(description="Fine-tune SFace's last blocks with the attribute branch")
     ap.add_argument("--epochs", type=int, default=EPOCHS)

@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,20 +40,18 @@ from ..settings import get_settings
 from . import views as view_cache
 from .attributes import race_threshold
 from .network import (
+    BATCH,
     HOLDOUT_PROBS,
     TASKS,
-    end_epoch,
     export_onnx,
     figures,
-    loss_targets,
     one_cycle,
+    run_epochs,
     score,
-    train_step,
 )
 
 SEED = 0
 EPOCHS = 10
-BATCH = 128
 LR = 3e-3
 WEIGHT_DECAY = 5e-4
 WIDTHS = (24, 48, 96, 192)
@@ -214,18 +211,14 @@ def fit(
     ]
     per_epoch = int(np.ceil(len(idx) / BATCH))
     opt, sched = one_cycle(groups, epochs * per_epoch, 0.2, weight_decay=WEIGHT_DECAY)
-    weights, labels = loss_targets(data, idx)
     crops = data["crops"]
-    history = []
-    for ep in range(epochs):
-        model.train()
-        t0, total = time.time(), 0.0
-        for b in np.array_split(rng.permutation(idx), per_epoch):
-            b = np.sort(b)
-            x = _centre(augment(torch.from_numpy(np.asarray(crops[b])).permute(0, 3, 1, 2).float(), gen), margin)
-            total += train_step(model(x), labels, weights, b, opt, sched)
-        held = (lambda: predict(model, crops, evaluate, margin)) if evaluate is not None else None
-        end_epoch(ep, epochs, total / len(idx), t0, held, data, evaluate, history, log)
+
+    def forward(b):
+        x = torch.from_numpy(np.asarray(crops[b])).permute(0, 3, 1, 2).float()
+        return model(_centre(augment(x, gen), margin))
+
+    held = lambda: predict(model, crops, evaluate, margin)  # noqa: E731
+    history = run_epochs(model, data, idx, epochs, rng, forward, opt, sched, held, evaluate, log)
     return model, history
 
 
